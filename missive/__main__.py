@@ -1,0 +1,3 @@
+from missive.cli import main
+
+main()

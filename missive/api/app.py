@@ -1,0 +1,61 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from missive.api import applications, docs, messages
+from missive.api.errors import ProblemError, on_http_exception, on_problem, on_unexpected
+from missive.api.services import Services
+from missive.auth import Authenticator
+from missive.config import Settings
+from missive.store.db import make_engine, migrate
+from missive.store.tables import messages as messages_table
+from missive.store.tables import outbox
+from missive.store.writer import GroupWriter
+
+
+class TrailingSlash:
+    """`/v1/messages/` is `/v1/messages` (an empty `?` is already dropped by the server)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                scope = dict(scope, path=path.rstrip("/") or "/")
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        await migrate(engine)
+        writer = GroupWriter(engine, [messages_table, outbox], settings.write_batch_max)
+        writer.start()
+        app.state.services = Services(settings, engine, Authenticator(engine, settings), writer)
+        try:
+            yield
+        finally:
+            await writer.stop()
+            await engine.dispose()
+
+    app = Starlette(
+        routes=[*messages.routes, *applications.routes, *docs.routes],
+        exception_handlers={
+            ProblemError: on_problem,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.add_middleware(TrailingSlash)
+    return app

@@ -1,0 +1,49 @@
+"""Reading a JSON request body within the limits: 415 not JSON, 413 too large, 400 malformed."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+
+from missive.api.errors import ERRORS, ProblemError, invalid_json
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def too_large(limit: int) -> ProblemError:
+    return ProblemError(
+        413, f"{ERRORS}#request-too-large", "Request too large", f"The request body must be at most {limit} bytes."
+    )
+
+
+async def read_json(request: Request, limit: int) -> object:
+    if not _is_json(request.headers.get("content-type", "")):
+        raise ProblemError(
+            415,
+            f"{ERRORS}#content-type-header",
+            "Unsupported Content-Type header",
+            "Unsupported Content-Type header provided. Must be one of the following: 'application/json'",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ProblemError(400, f"{ERRORS}#bad-request", "Bad Request", "Content-Length is not a number.")
+        if int(declared) > limit:
+            raise too_large(limit)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise invalid_json("The request body is empty.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_json(f"Malformed JSON: {exc.args[0] if exc.args else 'cannot be parsed'}") from None

@@ -1,0 +1,171 @@
+"""The Messages API: send (v1 and beta formats) and read back."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from missive.api.body import read_json
+from missive.api.errors import InvalidParameter, ProblemError, invalid_params, not_found
+from missive.api.services import services
+from missive.clock import iso, parse_iso
+from missive.schemas.beta import validate_beta
+from missive.schemas.v1 import PAYLOAD_FIELDS, SUPPORTED_CHANNELS, UNSUPPORTED_CHANNELS, validate_v1
+from missive.store.messages import MessageFilter, Scope, get_message, list_messages, new_message_rows
+
+STATUSES = ("accepted", "submitted", "delivered", "read", "rejected", "undeliverable")
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _accept(request: Request, validate) -> Response:  # type: ignore[no-untyped-def]
+    svc = services(request)
+    principal = await svc.auth.authenticate(request)
+    body = validate(await read_json(request, svc.settings.max_body_bytes))
+    message_uuid, rows = new_message_rows(body, principal.account_id, principal.application_id)
+    try:
+        await svc.writer.write(rows)
+    except Exception:
+        raise ProblemError(
+            503,
+            "https://developer.nexmo.com/api-errors#service-unavailable",
+            "Service Unavailable",
+            "The message could not be stored; nothing was accepted. Retry later.",
+            headers={"Retry-After": "1"},
+        ) from None
+    return Response(b'{"message_uuid":"%s"}' % message_uuid.encode(), 202, media_type="application/json")
+
+
+async def send_v1(request: Request) -> Response:
+    return await _accept(request, validate_v1)
+
+
+async def send_beta(request: Request) -> Response:
+    return await _accept(request, validate_beta)
+
+
+def message_view(row: dict, events: list[dict] | None = None) -> dict[str, Any]:
+    body = row["body"]
+    view: dict[str, Any] = {
+        "message_uuid": row["uuid"],
+        "channel": row["channel"],
+        "message_type": row["message_type"],
+        "to": row["to_addr"],
+        "from": row["from_addr"],
+        "status": row["status"],
+        "timestamp": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+    for key in ("client_ref", "webhook_url", "workflow_id", "application_id"):
+        if row.get(key):
+            view[key] = row[key]
+    view["content"] = {k: v for k, v in body.items() if k in PAYLOAD_FIELDS or k in ("sms", "messenger", "viber_service", "ttl")}
+    if events is not None:
+        history = [{"status": "accepted", "timestamp": iso(row["created_at"])}]
+        for event in events:
+            entry: dict[str, Any] = {"status": event["status"], "timestamp": iso(event["timestamp"])}
+            if event["provider_ref"]:
+                entry["provider_ref"] = event["provider_ref"]
+            if event["error_code"] is not None:
+                entry["error"] = {"code": event["error_code"], "reason": event["error_reason"]}
+            history.append(entry)
+        view["history"] = history
+    return view
+
+
+async def read_message(request: Request) -> Response:
+    svc = services(request)
+    principal = await svc.auth.authenticate(request)
+    message_uuid = request.path_params["message_uuid"]
+    found = await get_message(svc.engine, Scope(principal.account_id, principal.application_id), message_uuid)
+    if found is None:
+        raise not_found("Message", message_uuid)
+    return _json(message_view(*found))
+
+
+def _encode_cursor(row: dict) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([row["created_at"], row["uuid"]])).decode().rstrip("=")
+
+
+def _decode_cursor(value: str) -> tuple[float, str]:
+    try:
+        created_at, last_uuid = orjson.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        if not isinstance(created_at, (int, float)) or not isinstance(last_uuid, str):
+            raise ValueError
+        return float(created_at), last_uuid
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise invalid_params([InvalidParameter("cursor", "is not a cursor this server returned")]) from None
+
+
+def _filters(request: Request) -> tuple[MessageFilter, int]:
+    query = request.query_params
+    errors = []
+    status = query.get("status")
+    if status and status not in STATUSES:
+        errors.append(InvalidParameter("status", f"must be one of {', '.join(STATUSES)}"))
+    channel = query.get("channel")
+    if channel and channel not in SUPPORTED_CHANNELS + UNSUPPORTED_CHANNELS:
+        errors.append(InvalidParameter("channel", f"must be one of {', '.join(SUPPORTED_CHANNELS)}"))
+    since = None
+    if query.get("since"):
+        try:
+            since = parse_iso(query["since"])
+        except (ValueError, OverflowError):
+            errors.append(InvalidParameter("since", "must be an ISO 8601 date-time"))
+    page_size = PAGE_SIZE_DEFAULT
+    if query.get("page_size"):
+        raw = query["page_size"]
+        if not raw.isdigit() or not 1 <= int(raw) <= PAGE_SIZE_MAX:
+            errors.append(InvalidParameter("page_size", f"must be an integer from 1 to {PAGE_SIZE_MAX}"))
+        else:
+            page_size = int(raw)
+    before = _decode_cursor(query["cursor"]) if query.get("cursor") else None
+    if errors:
+        raise invalid_params(errors)
+    filters = MessageFilter(
+        status=status or None,
+        channel=channel or None,
+        to=query.get("to") or None,
+        client_ref=query.get("client_ref") or None,
+        since=since,
+        before=before,
+    )
+    return filters, page_size
+
+
+async def search_messages(request: Request) -> Response:
+    svc = services(request)
+    principal = await svc.auth.authenticate(request)
+    filters, page_size = _filters(request)
+    rows = await list_messages(
+        svc.engine, Scope(principal.account_id, principal.application_id), filters, page_size + 1
+    )
+    page, more = rows[:page_size], len(rows) > page_size
+    params = {k: v for k, v in request.query_params.items() if k not in ("cursor", "api_key", "api_secret")}
+    links: dict[str, Any] = {"self": {"href": f"/v1/messages?{urlencode(params)}".rstrip("?")}}
+    if more:
+        params["cursor"] = _encode_cursor(page[-1])
+        links["next"] = {"href": f"/v1/messages?{urlencode(params)}"}
+    return _json(
+        {"page_size": page_size, "_embedded": {"messages": [message_view(r) for r in page]}, "_links": links}
+    )
+
+
+routes = [
+    Route("/v1/messages", send_v1, methods=["POST"]),
+    Route("/v1/messages", search_messages, methods=["GET"]),
+    Route("/v1/messages/{message_uuid}", read_message, methods=["GET"]),
+    Route("/v0.1/messages", send_beta, methods=["POST"]),
+    Route("/beta/messages", send_beta, methods=["POST"]),
+]

@@ -1,0 +1,268 @@
+"""The OpenAPI document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from missive import __version__
+from missive.api.applications import ApplicationRequest
+from missive.schemas.beta import BetaMessage
+from missive.schemas.v1 import V1Message
+
+REF = "#/components/schemas/{model}"
+
+PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "invalid_parameters": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "reason"],
+                "properties": {"name": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+}
+
+ACCEPTED = {
+    "type": "object",
+    "required": ["message_uuid"],
+    "properties": {"message_uuid": {"type": "string", "format": "uuid"}},
+}
+
+HISTORY_ENTRY = {
+    "type": "object",
+    "required": ["status", "timestamp"],
+    "properties": {
+        "status": {"type": "string"},
+        "timestamp": {"type": "string"},
+        "provider_ref": {"type": "string"},
+        "error": {"type": "object", "properties": {"code": {"type": "integer"}, "reason": {"type": ["string", "null"]}}},
+    },
+}
+
+MESSAGE = {
+    "type": "object",
+    "required": ["message_uuid", "channel", "message_type", "to", "from", "status", "timestamp"],
+    "properties": {
+        "message_uuid": {"type": "string"},
+        "channel": {"type": "string"},
+        "message_type": {"type": "string"},
+        "to": {"type": "string"},
+        "from": {"type": "string"},
+        "status": {"type": "string", "enum": ["accepted", "submitted", "delivered", "read", "rejected", "undeliverable"]},
+        "timestamp": {"type": "string"},
+        "updated_at": {"type": "string"},
+        "client_ref": {"type": "string"},
+        "webhook_url": {"type": "string"},
+        "workflow_id": {"type": "string"},
+        "application_id": {"type": "string"},
+        "content": {"type": "object"},
+        "history": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}},
+    },
+}
+
+LINK = {"type": "object", "required": ["href"], "properties": {"href": {"type": "string"}}}
+
+MESSAGE_PAGE = {
+    "type": "object",
+    "required": ["page_size", "_embedded", "_links"],
+    "properties": {
+        "page_size": {"type": "integer"},
+        "_embedded": {
+            "type": "object",
+            "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}},
+        },
+        "_links": {"type": "object", "properties": {"self": LINK, "next": LINK}},
+    },
+}
+
+APPLICATION = {
+    "type": "object",
+    "required": ["id", "name", "keys", "capabilities"],
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "keys": {
+            "type": "object",
+            "properties": {"public_key": {"type": "string"}, "private_key": {"type": "string"}},
+        },
+        "capabilities": {"type": "object"},
+        "privacy": {"type": "object"},
+        "_links": {"type": "object"},
+    },
+}
+
+APPLICATION_PAGE = {
+    "type": "object",
+    "required": ["page_size", "page", "total_items", "total_pages", "_embedded", "_links"],
+    "properties": {
+        "page_size": {"type": "integer"},
+        "page": {"type": "integer"},
+        "total_items": {"type": "integer"},
+        "total_pages": {"type": "integer"},
+        "_embedded": {
+            "type": "object",
+            "properties": {
+                "applications": {"type": "array", "items": {"$ref": "#/components/schemas/Application"}}
+            },
+        },
+        "_links": {"type": "object"},
+    },
+}
+
+
+def _schema(components: dict[str, Any], name: str, target: Any) -> dict[str, str]:
+    adapter = target if isinstance(target, TypeAdapter) else TypeAdapter(target)
+    schema = adapter.json_schema(ref_template=REF, by_alias=True)
+    components.update(schema.pop("$defs", {}))
+    components[name] = schema
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": ref}}
+
+
+def _responses(success: dict[str, Any], *errors: int) -> dict[str, Any]:
+    problem = {"application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}}}
+    responses = dict(success)
+    for status in (401, *errors):
+        responses[str(status)] = {"description": "Problem", "content": problem}
+    return responses
+
+
+def _operation(summary: str, op_id: str, responses: dict[str, Any], body: dict | None = None, params: list | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "operationId": op_id,
+        "security": [{"basicAuth": []}, {"bearerAuth": []}],
+        "responses": responses,
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": _json(body)}
+    if params:
+        operation["parameters"] = params
+    return operation
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    components: dict[str, Any] = {
+        "Problem": PROBLEM,
+        "MessageAccepted": ACCEPTED,
+        "HistoryEntry": HISTORY_ENTRY,
+        "Message": MESSAGE,
+        "MessagePage": MESSAGE_PAGE,
+        "Application": APPLICATION,
+        "ApplicationPage": APPLICATION_PAGE,
+    }
+    v1 = _schema(components, "V1Message", V1Message)
+    beta = _schema(components, "BetaMessage", BetaMessage)
+    app_request = _schema(components, "ApplicationRequest", ApplicationRequest)
+
+    def ref(name: str) -> dict[str, str]:
+        return {"$ref": REF.format(model=name)}
+
+    accepted = {"202": {"description": "Accepted", "content": _json(ref("MessageAccepted"))}}
+    send_errors = (400, 413, 415, 422, 503)
+    beta_send = _operation("Send a message (beta format)", "sendBetaMessage", _responses(accepted, *send_errors), beta)
+    app_ok = {"200": {"description": "The application", "content": _json(ref("Application"))}}
+    app_page_params = [
+        _query("page_size", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        _query("page", {"type": "integer", "minimum": 1}),
+    ]
+    message_filters = [
+        _query("status", {"type": "string", "enum": ["accepted", "submitted", "delivered", "read", "rejected", "undeliverable"]}),
+        _query("channel", {"type": "string", "enum": ["sms", "messenger", "viber_service", "mms", "whatsapp"]}),
+        _query("to", {"type": "string"}),
+        _query("client_ref", {"type": "string"}),
+        _query("since", {"type": "string", "format": "date-time"}),
+        _query("cursor", {"type": "string"}),
+        _query("page_size", {"type": "integer", "minimum": 1, "maximum": 100}),
+    ]
+    paths = {
+        "/v1/messages": {
+            "post": _operation("Send a message", "sendMessage", _responses(accepted, *send_errors), v1),
+            "get": _operation(
+                "List messages, newest first",
+                "listMessages",
+                _responses({"200": {"description": "A page of messages", "content": _json(ref("MessagePage"))}}, 422),
+                params=message_filters,
+            ),
+        },
+        "/v1/messages/{message_uuid}": {
+            "get": _operation(
+                "A message, its status and status history",
+                "getMessage",
+                _responses({"200": {"description": "The message", "content": _json(ref("Message"))}}, 404),
+                params=[_path("message_uuid")],
+            )
+        },
+        "/v0.1/messages": {"post": beta_send},
+        "/beta/messages": {"post": {**beta_send, "operationId": "sendBetaMessageAlias"}},
+        "/v2/applications": {
+            "post": _operation(
+                "Create an application",
+                "createApplication",
+                _responses({"201": {"description": "Created", "content": _json(ref("Application"))}}, 400, 413, 415, 422),
+                app_request,
+            ),
+            "get": _operation(
+                "List applications",
+                "listApplications",
+                _responses({"200": {"description": "A page", "content": _json(ref("ApplicationPage"))}}, 422),
+                params=app_page_params,
+            ),
+        },
+        "/v2/applications/{app_id}": {
+            "get": _operation("Get an application", "getApplication", _responses(app_ok, 404), params=[_path("app_id")]),
+            "put": _operation(
+                "Update an application",
+                "updateApplication",
+                _responses(app_ok, 400, 404, 413, 415, 422),
+                app_request,
+                params=[_path("app_id")],
+            ),
+            "delete": _operation(
+                "Delete an application",
+                "deleteApplication",
+                _responses({"204": {"description": "Deleted"}}, 404),
+                params=[_path("app_id")],
+            ),
+        },
+    }
+    for path, item in paths.items():
+        if path.startswith("/v2/"):
+            for operation in item.values():
+                operation["security"] = [{"basicAuth": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Missive", "version": __version__, "description": "Messages and Workflows APIs, self-hosted."},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "basicAuth": {"type": "http", "scheme": "basic"},
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
+        },
+    }
+

@@ -1,0 +1,186 @@
+"""Who is calling: Basic (api_key:api_secret) and JWT (RS256, the application's key).
+
+Every failure is the same 401 problem, whatever the reason, so a caller learns nothing
+about which part was wrong. Lookups are cached for a few seconds: the accept path sees
+the same key or token thousands of times a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+
+from missive import credentials
+from missive.api.errors import unauthorized
+from missive.config import Settings
+from missive.store.tables import accounts, applications
+
+CACHE_SECONDS = 5.0
+CACHE_MAX = 10_000
+# Compared against when the api_key does not exist, so that the answer takes as long
+# as for a wrong secret.
+_DUMMY_SALT = credentials.new_salt()
+_DUMMY_HASH = credentials.hash_secret(_DUMMY_SALT, credentials.new_api_secret())
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: str
+    application_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _App:
+    account_id: str
+    public_key: RSAPublicKey
+
+
+class _TTLCache:
+    def __init__(self, clock: Callable[[], float], ttl: float = CACHE_SECONDS) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._items: dict[object, tuple[float, object]] = {}
+
+    def get(self, key: object) -> tuple[bool, object]:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < self._clock():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: object, value: object, until: float | None = None) -> None:
+        if len(self._items) >= CACHE_MAX:
+            self._items.clear()
+        expires = self._clock() + self._ttl
+        self._items[key] = (min(expires, until) if until is not None else expires, value)
+
+
+class Authenticator:
+    def __init__(
+        self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._accounts = _TTLCache(clock)
+        self._apps = _TTLCache(clock)
+        self._tokens = _TTLCache(clock)
+
+    async def authenticate(self, request: Request, allow_jwt: bool = True) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            api_key, api_secret = _decode_basic(value.strip())
+            return await self.basic(api_key, api_secret)
+        if scheme == "bearer" and allow_jwt:
+            return await self.bearer(value.strip())
+        if not header:
+            api_key = request.query_params.get("api_key")
+            api_secret = request.query_params.get("api_secret")
+            if api_key and api_secret:
+                return await self.basic(api_key, api_secret)
+        raise unauthorized()
+
+    async def basic(self, api_key: str, api_secret: str) -> Principal:
+        account = await self._account(api_key)
+        if account is None:
+            credentials.secret_matches(_DUMMY_SALT, api_secret, _DUMMY_HASH)
+            raise unauthorized()
+        if not credentials.secret_matches(account["secret_salt"], api_secret, account["secret_hash"]):
+            raise unauthorized()
+        return Principal(account_id=account["id"])
+
+    async def bearer(self, token: str) -> Principal:
+        hit, cached = self._tokens.get(token)
+        if hit:
+            return cached  # type: ignore[return-value]
+        try:
+            if jwt.get_unverified_header(token).get("alg") != "RS256":
+                raise unauthorized()
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise unauthorized() from None
+        app_id = unverified.get("application_id")
+        if not isinstance(app_id, str):
+            raise unauthorized()
+        app = await self._application(app_id)
+        if app is None:
+            raise unauthorized()
+        try:
+            claims = jwt.decode(
+                token,
+                app.public_key,
+                algorithms=["RS256"],
+                options={"require": ["iat"], "verify_aud": False},
+                leeway=self._settings.jwt_leeway,
+            )
+        except jwt.PyJWTError:
+            raise unauthorized() from None
+        valid_until = self._valid_until(claims)
+        principal = Principal(account_id=app.account_id, application_id=app_id)
+        self._tokens.put(token, principal, until=valid_until)
+        return principal
+
+    def _valid_until(self, claims: dict) -> float:
+        now = self._clock()
+        leeway = self._settings.jwt_leeway
+        iat = claims["iat"]
+        if not isinstance(iat, (int, float)) or isinstance(iat, bool) or iat > now + leeway:
+            raise unauthorized()
+        if "exp" in claims:
+            return float(claims["exp"]) + leeway
+        valid_until = float(iat) + self._settings.jwt_max_age + leeway
+        if valid_until < now:
+            raise unauthorized()
+        return valid_until
+
+    async def _account(self, api_key: str) -> dict | None:
+        hit, cached = self._accounts.get(api_key)
+        if hit:
+            return cached  # type: ignore[return-value]
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(accounts).where(accounts.c.api_key == api_key))).first()
+        account = dict(row._mapping) if row else None
+        self._accounts.put(api_key, account)
+        return account
+
+    async def _application(self, app_id: str) -> _App | None:
+        hit, cached = self._apps.get(app_id)
+        if hit:
+            return cached  # type: ignore[return-value]
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(applications.c.account_id, applications.c.public_key).where(
+                        applications.c.id == app_id
+                    )
+                )
+            ).first()
+        app = None
+        if row is not None:
+            try:
+                app = _App(row.account_id, credentials.load_public_key(row.public_key))
+            except ValueError:
+                app = None
+        self._apps.put(app_id, app)
+        return app
+
+
+def _decode_basic(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise unauthorized() from None
+    api_key, sep, api_secret = decoded.partition(":")
+    if not sep or not api_key or not api_secret:
+        raise unauthorized()
+    return api_key, api_secret

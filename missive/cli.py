@@ -1,0 +1,184 @@
+"""The `missive` command: serve, and manage accounts and applications."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from missive import credentials
+from missive.config import Settings
+from missive.store import accounts as account_store
+from missive.store import applications as app_store
+from missive.store.db import make_engine, migrate
+from missive.store.tables import accounts
+
+app = typer.Typer(help="Missive: the Messages and Workflows APIs on your own machines.", no_args_is_help=True)
+account_cli = typer.Typer(help="Accounts (api_key, api_secret, signature secret).", no_args_is_help=True)
+app_cli = typer.Typer(help="Applications (JWT keys and webhook URLs).", no_args_is_help=True)
+app.add_typer(account_cli, name="account")
+app.add_typer(app_cli, name="app")
+
+T = TypeVar("T")
+
+
+def _with_engine(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    async def run() -> T:
+        engine = make_engine(Settings())
+        try:
+            await migrate(engine)
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _emit(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    for key, value in data.items():
+        typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Address to listen on (MISSIVE_HOST, default 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (MISSIVE_PORT, default 8080)."),
+    tls_cert: Path = typer.Option(None, help="PEM certificate: serve HTTPS."),
+    tls_key: Path = typer.Option(None, help="PEM private key of --tls-cert."),
+    tls_self_signed: bool = typer.Option(False, help="Make (once) and use a certificate for 127.0.0.1/localhost."),
+) -> None:
+    """Run the API server (with the dispatcher, once it exists, in the same process)."""
+    import uvicorn
+
+    from missive.api.app import create_app
+
+    settings = Settings()
+    created = _with_engine(_bootstrap_account)
+    if created is not None:
+        typer.echo("Created the first account. Keep these; the secret is not shown again:")
+        _emit({"api_key": created.api_key, "api_secret": created.api_secret, "signature_secret": created.signature_secret}, False)
+    if tls_self_signed:
+        from missive.tls import self_signed
+
+        tls_cert, tls_key = self_signed(settings.data_dir / "tls")
+        typer.echo(f"TLS certificate: {tls_cert.resolve()} (trust it with REQUESTS_CA_BUNDLE or curl --cacert)")
+    if (tls_cert is None) != (tls_key is None):
+        typer.echo("--tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(2)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="info",
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+async def _bootstrap_account(engine: AsyncEngine) -> account_store.NewAccount | None:
+    if await account_store.count_accounts(engine) > 0:
+        return None
+    return await account_store.create_account(engine)
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Apply the database migrations (serve does this at start too)."""
+    _with_engine(lambda engine: asyncio.sleep(0))
+    typer.echo("database is up to date")
+
+
+@account_cli.command("create")
+def account_create(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Create an account; its api_secret is printed once and only its hash is kept."""
+    created = _with_engine(account_store.create_account)
+    _emit({"api_key": created.api_key, "api_secret": created.api_secret, "signature_secret": created.signature_secret}, as_json)
+
+
+@account_cli.command("update")
+def account_update(
+    api_key: str = typer.Option(..., help="The account to change."),
+    status_url: str = typer.Option(None, help="Status webhook URL for Basic-auth messages ('' clears)."),
+    inbound_url: str = typer.Option(None, help="Inbound webhook URL for Basic-auth messages ('' clears)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Set the account's own webhook URLs (used by messages sent with Basic auth)."""
+    found = _with_engine(lambda engine: account_store.update_webhooks(engine, api_key, status_url, inbound_url))
+    if not found:
+        typer.echo(f"no account with api_key {api_key}", err=True)
+        raise typer.Exit(1)
+    _emit({"api_key": api_key, "updated": True}, as_json)
+
+
+async def _account_id(engine: AsyncEngine, api_key: str | None) -> str:
+    async with engine.connect() as conn:
+        query = select(accounts.c.id, accounts.c.api_key).order_by(accounts.c.created_at)
+        if api_key:
+            query = query.where(accounts.c.api_key == api_key)
+        rows = (await conn.execute(query)).all()
+    if not rows:
+        raise LookupError(f"no account with api_key {api_key}" if api_key else "no account yet: run `missive account create`")
+    if len(rows) > 1:
+        raise LookupError("several accounts exist: say which with --api-key")
+    return str(rows[0].id)
+
+
+@app_cli.command("create")
+def app_create(
+    name: str = typer.Option(..., help="The application's name."),
+    status_url: str = typer.Option(None, help="Where status webhooks go."),
+    inbound_url: str = typer.Option(None, help="Where inbound messages go."),
+    public_key_file: Path = typer.Option(None, help="PEM RSA public key; a key pair is generated when absent."),
+    api_key: str = typer.Option(None, help="The owning account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create an application; a generated private key is printed once and never stored."""
+    private_key = None
+    if public_key_file is not None:
+        public_key = public_key_file.read_text()
+        try:
+            credentials.load_public_key(public_key)
+        except ValueError as exc:
+            typer.echo(f"{public_key_file}: {exc}", err=True)
+            raise typer.Exit(2) from None
+    else:
+        pair = credentials.new_rsa_keypair()
+        public_key, private_key = pair.public_pem, pair.private_pem
+    fields = app_store.ApplicationFields(
+        name=name, public_key=public_key, status_url=status_url, inbound_url=inbound_url
+    )
+
+    async def work(engine: AsyncEngine) -> dict:
+        return await app_store.create_application(engine, await _account_id(engine, api_key), fields)
+
+    try:
+        row = _with_engine(work)
+    except LookupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    out: dict[str, Any] = {"id": row["id"], "name": row["name"]}
+    if private_key:
+        out["private_key"] = private_key
+    _emit(out, as_json)
+
+
+def main() -> None:
+    app(prog_name="missive")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The beta message of the seed (`/v0.1/messages`, `/beta/messages`), translated to v1.
+
+    {"from": {"type": "sms", "number": "447700900001"},
+     "to": {"type": "sms", "number": "447700900000"},
+     "message": {"content": {"type": "text", "text": "Hello"}}}
+
+Translation happens once, here; errors are reported with the beta paths the caller sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from missive.api.errors import InvalidParameter, ProblemError, invalid_params
+from missive.schemas.common import (
+    Audio,
+    File,
+    Image,
+    MessengerOptions,
+    SmsOptions,
+    Strict,
+    Video,
+    ViberOptions,
+    invalid_parameters,
+)
+from missive.schemas.v1 import PAYLOAD_FIELDS, validate_v1
+
+BetaChannel = Literal["sms", "mms", "whatsapp", "messenger", "viber_service_msg"]
+V1_CHANNEL = {"viber_service_msg": "viber_service"}
+
+
+class BetaEndpoint(Strict):
+    type: BetaChannel
+    number: str | None = Field(None, min_length=1, max_length=50)
+    id: str | None = Field(None, min_length=1, max_length=50)
+
+
+class BetaContent(Strict):
+    type: Literal["text", "image", "audio", "video", "file", "template"]
+    text: str | None = None
+    image: Image | None = None
+    audio: Audio | None = None
+    video: Video | None = None
+    file: File | None = None
+
+
+class BetaMessageBody(Strict):
+    content: BetaContent
+    messenger: MessengerOptions | None = None
+    viber_service_msg: ViberOptions | None = None
+    sms: SmsOptions | None = None
+
+
+class BetaMessage(Strict):
+    from_: BetaEndpoint = Field(alias="from")
+    to: BetaEndpoint
+    message: BetaMessageBody
+    client_ref: str | None = None
+
+
+_beta_adapter: TypeAdapter[Any] = TypeAdapter(BetaMessage)
+
+
+def _address_key(endpoint: dict) -> str:
+    return "number" if endpoint.get("number") is not None else "id"
+
+
+def translate(data: dict) -> dict[str, Any]:
+    """The v1 form of a structurally valid beta message (raw dicts, nothing dropped)."""
+    to, sender, message = data["to"], data["from"], data["message"]
+    content = message["content"]
+    v1: dict[str, Any] = {
+        "channel": V1_CHANNEL.get(to["type"], to["type"]),
+        "message_type": content["type"],
+        "to": to.get(_address_key(to)),
+        "from": sender.get(_address_key(sender)),
+        "webhook_version": "v0.1",
+    }
+    for key in PAYLOAD_FIELDS:
+        if key in content:
+            v1[key] = content[key]
+    for beta_key, v1_key in (("messenger", "messenger"), ("viber_service_msg", "viber_service"), ("sms", "sms")):
+        if message.get(beta_key) is not None:
+            v1[v1_key] = message[beta_key]
+    if data.get("client_ref") is not None:
+        v1["client_ref"] = data["client_ref"]
+    return v1
+
+
+def beta_path(v1_name: str, data: dict) -> str:
+    """Where in the beta body the caller wrote what v1 calls `v1_name`."""
+    head, _, rest = v1_name.partition(".")
+    if head == "channel":
+        return "to.type"
+    if head in ("to", "from"):
+        return f"{head}.{_address_key(data[head])}"
+    if head == "message_type":
+        return "message.content.type"
+    if head in PAYLOAD_FIELDS:
+        return f"message.content.{v1_name}"
+    if head == "viber_service":
+        return "message.viber_service_msg" + (f".{rest}" if rest else "")
+    if head in ("messenger", "sms"):
+        return f"message.{v1_name}"
+    return v1_name
+
+
+def validate_beta(data: object) -> dict[str, Any]:
+    """The normalised v1 message for a beta body, or a 422 problem in beta terms."""
+    if not isinstance(data, dict):
+        raise invalid_params([InvalidParameter("body", "must be a JSON object")])
+    try:
+        _beta_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise invalid_params(invalid_parameters(exc)) from None
+    if data["from"]["type"] != data["to"]["type"]:
+        raise invalid_params([InvalidParameter("from.type", "must be the same channel as to.type")])
+    try:
+        return validate_v1(translate(data))
+    except ProblemError as problem:
+        for param in problem.invalid_parameters:
+            param.name = beta_path(param.name, data)
+        raise

@@ -1,0 +1,84 @@
+"""The database engine: creation, SQLite tuning, and migrations applied at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from missive.config import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def make_engine(settings: Settings) -> AsyncEngine:
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            connect_args={"timeout": 30},
+        )
+        synchronous = settings.sqlite_synchronous.upper()
+        if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"MISSIVE_SQLITE_SYNCHRONOUS: unknown mode {synchronous!r}")
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _tune(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_async_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+    )
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _upgrade(connection) -> None:  # type: ignore[no-untyped-def]
+    config = _alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision (idempotent, run at every start)."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)
+
+
+def _current_heads(connection) -> tuple[set[str], set[str]]:  # type: ignore[no-untyped-def]
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    wanted = set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+    return current, wanted
+
+
+async def migrations_current(connection: AsyncConnection) -> bool:
+    current, wanted = await connection.run_sync(_current_heads)
+    return current == wanted

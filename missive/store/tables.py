@@ -1,0 +1,103 @@
+"""SQLAlchemy Core tables: the whole schema in one place (migrations mirror it).
+
+Times are stored as UNIX epoch seconds (double precision): portable between SQLite and
+PostgreSQL, cheap to compare in the outbox claim, and exact enough for milliseconds.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("api_key", String(32), nullable=False, unique=True),
+    Column("secret_salt", String(64), nullable=False),
+    Column("secret_hash", String(128), nullable=False),
+    Column("signature_secret", String(128), nullable=False),
+    Column("status_url", Text),
+    Column("inbound_url", Text),
+    Column("created_at", Double, nullable=False),
+)
+
+applications = Table(
+    "applications",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("status_url", Text),
+    Column("status_method", String(8), nullable=False, server_default="POST"),
+    Column("inbound_url", Text),
+    Column("inbound_method", String(8), nullable=False, server_default="POST"),
+    # Everything else of the Vonage application shape (other capabilities, privacy) kept
+    # as given so that a PUT/GET round trip returns it unchanged.
+    Column("extra", JSON, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False),
+    Column("application_id", String(36)),
+    Column("channel", String(20), nullable=False),
+    Column("message_type", String(20), nullable=False),
+    Column("to_addr", String(64), nullable=False),
+    Column("from_addr", String(64), nullable=False),
+    # The normalised v1 request: payload (text/image/...) and channel options.
+    Column("body", JSON, nullable=False),
+    Column("client_ref", String(100)),
+    Column("webhook_url", Text),
+    # "v1" or "v0.1": the shape of this message's status webhooks.
+    Column("webhook_version", String(8), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("workflow_id", String(36)),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_messages_account_created", "account_id", "created_at"),
+    Index("ix_messages_application_created", "application_id", "created_at"),
+    Index("ix_messages_client_ref", "account_id", "client_ref"),
+)
+
+message_events = Table(
+    "message_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_uuid", String(36), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("timestamp", Double, nullable=False),
+    Column("provider_ref", String(200)),
+    Column("error_code", Integer),
+    Column("error_reason", Text),
+)
+
+# One row per message waiting to be handed to its channel. Written in the same
+# transaction as the message; claimed by dispatchers with a lease (claimed_until).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("message_uuid", String(36), primary_key=True),
+    Column("due_at", Double, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_until", Double),
+    Column("last_error", Text),
+    Index("ix_outbox_due", "due_at"),
+)
