@@ -1,0 +1,95 @@
+"""The CLI, first-start bootstrap, migrations and what is (not) stored."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import httpx
+
+from missive import credentials
+from tests.harness import missive, missive_json, start_server
+
+SMS = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme", "text": "hi"}
+
+
+def _printed_credentials(log: str) -> tuple[str, str]:
+    values = dict(line.split(": ", 1) for line in log.splitlines() if line.startswith(("api_key: ", "api_secret: ")))
+    return values["api_key"], values["api_secret"]
+
+
+def test_first_start_creates_and_prints_one_account_once(tmp_path: Path) -> None:
+    first = start_server(tmp_path)
+    try:
+        api_key, api_secret = _printed_credentials(first.log())
+        response = httpx.post(f"{first.url}/v1/messages", json=SMS, auth=(api_key, api_secret))
+        assert response.status_code == 202
+    finally:
+        first.stop()
+    second = start_server(tmp_path)
+    try:
+        assert "api_secret" not in second.log()
+    finally:
+        second.stop()
+    with sqlite3.connect(tmp_path / "missive.db") as db:
+        assert db.execute("SELECT count(*) FROM accounts").fetchone()[0] == 1
+
+
+def test_secrets_are_hashed_and_private_keys_never_stored(tmp_path: Path) -> None:
+    account = missive_json(tmp_path, "account", "create")
+    assert set(account) == {"api_key", "api_secret", "signature_secret"}
+    app = missive_json(tmp_path, "app", "create", "--name", "shop", "--status-url", "https://example.com/s")
+    assert set(app) == {"id", "name", "private_key"}
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("missive.db*"))
+    assert account["api_secret"].encode() not in raw
+    private_body = "".join(app["private_key"].splitlines()[1:-1])[:64]
+    assert private_body.encode() not in raw
+    with sqlite3.connect(tmp_path / "missive.db") as db:
+        salt, digest = db.execute("SELECT secret_salt, secret_hash FROM accounts").fetchone()
+    assert credentials.secret_matches(salt, account["api_secret"], digest)
+
+
+def test_app_create_with_a_public_key_file(tmp_path: Path) -> None:
+    missive_json(tmp_path, "account", "create")
+    pair = credentials.new_rsa_keypair()
+    key_file = tmp_path / "public.pem"
+    key_file.write_text(pair.public_pem)
+    app = missive_json(tmp_path, "app", "create", "--name", "own-key", "--public-key-file", str(key_file))
+    assert "private_key" not in app
+    with sqlite3.connect(tmp_path / "missive.db") as db:
+        (stored,) = db.execute("SELECT public_key FROM applications WHERE id = ?", (app["id"],)).fetchone()
+    assert stored == pair.public_pem
+
+    key_file.write_text("not a key")
+    refused = missive(tmp_path, "app", "create", "--name", "bad", "--public-key-file", str(key_file), "--json")
+    assert refused.returncode != 0
+    assert "public key" in refused.stderr
+
+
+def test_app_create_needs_an_account_choice_when_there_are_several(tmp_path: Path) -> None:
+    missive_json(tmp_path, "account", "create")
+    second = missive_json(tmp_path, "account", "create")
+    ambiguous = missive(tmp_path, "app", "create", "--name", "x", "--json")
+    assert ambiguous.returncode != 0 and "--api-key" in ambiguous.stderr
+    chosen = missive_json(tmp_path, "app", "create", "--name", "x", "--api-key", second["api_key"])
+    assert chosen["name"] == "x"
+
+
+def test_account_update_sets_webhook_urls(tmp_path: Path) -> None:
+    account = missive_json(tmp_path, "account", "create")
+    missive_json(tmp_path, "account", "update", "--api-key", account["api_key"], "--status-url", "https://example.com/st")
+    with sqlite3.connect(tmp_path / "missive.db") as db:
+        assert db.execute("SELECT status_url FROM accounts").fetchone()[0] == "https://example.com/st"
+    assert missive(tmp_path, "account", "update", "--api-key", "nope", "--status-url", "https://x.io").returncode == 1
+
+
+def test_migrations_run_at_start_on_the_configured_url(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.db"
+    result = missive(tmp_path, "migrate", env={"MISSIVE_DATABASE_URL": f"sqlite:///{elsewhere}"})
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(elsewhere) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"accounts", "applications", "messages", "message_events", "outbox"} <= tables
+    assert not (tmp_path / "missive.db").exists()
