@@ -125,7 +125,10 @@ class Authenticator:
             )
         except jwt.PyJWTError:
             raise unauthorized() from None
-        valid_until = self._valid_until(claims)
+        try:
+            valid_until = self._valid_until(claims)
+        except (OverflowError, TypeError, ValueError):
+            raise unauthorized() from None
         principal = Principal(account_id=app.account_id, application_id=app_id)
         self._tokens.put(token, principal, until=valid_until)
         return principal
@@ -133,8 +136,13 @@ class Authenticator:
     def _valid_until(self, claims: dict) -> float:
         now = self._clock()
         leeway = self._settings.jwt_leeway
+        for name in ("iat", "exp", "nbf"):
+            # JSON numbers only: PyJWT would also take "123" or a huge integer.
+            value = claims.get(name, 0)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or abs(value) > 1e11:
+                raise unauthorized()
         iat = claims["iat"]
-        if not isinstance(iat, (int, float)) or isinstance(iat, bool) or iat > now + leeway:
+        if iat > now + leeway:
             raise unauthorized()
         if "exp" in claims:
             return float(claims["exp"]) + leeway

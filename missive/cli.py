@@ -17,14 +17,20 @@ from missive import credentials
 from missive.config import Settings
 from missive.store import accounts as account_store
 from missive.store import applications as app_store
+from missive.store import links as link_store
+from missive.store.inbound import record_inbound
 from missive.store.db import make_engine, migrate
 from missive.store.tables import accounts
 
 app = typer.Typer(help="Missive: the Messages and Workflows APIs on your own machines.", no_args_is_help=True)
 account_cli = typer.Typer(help="Accounts (api_key, api_secret, signature secret).", no_args_is_help=True)
 app_cli = typer.Typer(help="Applications (JWT keys and webhook URLs).", no_args_is_help=True)
+channel_cli = typer.Typer(help="Channel links: which provider carries a channel.", no_args_is_help=True)
+sandbox_cli = typer.Typer(help="The sandbox provider.", no_args_is_help=True)
 app.add_typer(account_cli, name="account")
 app.add_typer(app_cli, name="app")
+app.add_typer(channel_cli, name="channel")
+app.add_typer(sandbox_cli, name="sandbox")
 
 T = TypeVar("T")
 
@@ -174,6 +180,147 @@ def app_create(
     if private_key:
         out["private_key"] = private_key
     _emit(out, as_json)
+
+
+@app.command()
+def dispatch() -> None:
+    """Run only the dispatcher (outbox, timers, webhooks), e.g. beside API-only servers."""
+    from missive.dispatch.runner import run_dispatcher
+
+    asyncio.run(run_dispatcher(Settings()))
+
+
+def _fail(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+@channel_cli.command("list")
+def channel_list(
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the channel links of an account."""
+    from missive.api.channels import link_view
+
+    async def work(engine: AsyncEngine) -> list[dict]:
+        return await link_store.list_links(engine, await _account_id(engine, api_key))
+
+    try:
+        views = [link_view(row) for row in _with_engine(work)]
+    except LookupError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(views))
+        return
+    for view in views:
+        typer.echo(f"{view['id']}  {view['kind']:<8} {view['channel']:<14} {view['name']}{'  (default)' if view['default'] else ''}")
+
+
+@channel_cli.command("add")
+def channel_add(
+    kind: str = typer.Argument(..., help="Provider kind: sandbox."),
+    channel: str = typer.Option(..., help="API channel carried: sms, messenger or viber_service."),
+    name: str = typer.Option(None, help="A name for the link."),
+    app_id: str = typer.Option(None, "--app", help="Only for this application."),
+    tps: float = typer.Option(None, help="Messages per second at most."),
+    default: bool = typer.Option(False, "--default", help="The account's default link for the channel."),
+    delivered_after: float = typer.Option(None, help="Sandbox: seconds until `delivered`."),
+    read_after: float = typer.Option(None, help="Sandbox: seconds until `read`."),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Link a provider account to a channel."""
+    from missive.api.channels import link_view, parse_link
+    from missive.api.errors import ProblemError
+
+    config = {k: v for k, v in {"delivered_after": delivered_after, "read_after": read_after}.items() if v is not None}
+    body = {"kind": kind, "channel": channel, "name": name or f"{kind}-{channel}", "application_id": app_id,
+            "tps": tps, "default": default, "config": config}
+    try:
+        parsed, clean = parse_link(body)
+    except ProblemError as problem:
+        _fail("; ".join(f"{p.name}: {p.reason}" for p in problem.invalid_parameters) or problem.detail)
+
+    async def work(engine: AsyncEngine) -> dict:
+        account_id = await _account_id(engine, api_key)
+        if parsed.application_id and await app_store.get_application(engine, parsed.application_id, account_id) is None:
+            raise LookupError(f"no application {parsed.application_id} in this account")
+        return await link_store.create_link(engine, account_id, parsed.kind, parsed.channel, parsed.name, clean,
+                                            parsed.application_id, parsed.tps, parsed.default)
+
+    try:
+        _emit(link_view(_with_engine(work)), as_json)
+    except LookupError as exc:
+        _fail(str(exc))
+
+
+@channel_cli.command("remove")
+def channel_remove(
+    link_id: str = typer.Argument(...),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+) -> None:
+    """Remove a channel link; its channel falls back to another link or the sandbox."""
+
+    async def work(engine: AsyncEngine) -> bool:
+        return await link_store.delete_link(engine, await _account_id(engine, api_key), link_id)
+
+    try:
+        if not _with_engine(work):
+            _fail(f"no channel link {link_id}")
+    except LookupError as exc:
+        _fail(str(exc))
+    typer.echo(f"removed {link_id}")
+
+
+@sandbox_cli.command("inbound")
+def sandbox_inbound(
+    channel: str = typer.Option(..., help="sms, messenger or viber_service."),
+    sender: str = typer.Option(..., "--from", help="The user's number or id."),
+    to: str = typer.Option("sandbox", help="Your number, page id or service id."),
+    text: str = typer.Option(None, help="Text content."),
+    image_url: str = typer.Option(None, help="An image by URL."),
+    audio_url: str = typer.Option(None, help="An audio clip by URL."),
+    video_url: str = typer.Option(None, help="A video by URL."),
+    file_url: str = typer.Option(None, help="A file by URL."),
+    location: str = typer.Option(None, help="LAT,LONG"),
+    app_id: str = typer.Option(None, "--app", help="Deliver to this application's inbound URL."),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Make the sandbox receive a message from a user, as a provider would."""
+    from missive.api.errors import ProblemError
+    from missive.api.sandbox import parse_inbound
+    from missive.webhooks.outbox import WebhookTargets
+
+    body: dict[str, Any] = {"channel": channel, "from": sender, "to": to, "application_id": app_id}
+    for key, url in (("image", image_url), ("audio", audio_url), ("video", video_url), ("file", file_url)):
+        if url:
+            body[key] = {"url": url}
+    if text:
+        body["text"] = text
+    if location:
+        lat, _, long = location.partition(",")
+        try:
+            body["location"] = {"lat": float(lat), "long": float(long)}
+        except ValueError:
+            _fail("--location must be LAT,LONG")
+    try:
+        parsed = parse_inbound(body)
+    except ProblemError as problem:
+        _fail("; ".join(f"{p.name}: {p.reason}" for p in problem.invalid_parameters))
+
+    async def work(engine: AsyncEngine) -> dict:
+        account_id = await _account_id(engine, api_key)
+        if parsed.application_id and await app_store.get_application(engine, parsed.application_id, account_id) is None:
+            raise LookupError(f"no application {parsed.application_id} in this account")
+        return await record_inbound(engine, WebhookTargets(), parsed.event(), account_id, parsed.application_id)
+
+    try:
+        row = _with_engine(work)
+    except LookupError as exc:
+        _fail(str(exc))
+    _emit({"message_uuid": row["uuid"]}, as_json)
 
 
 def main() -> None:

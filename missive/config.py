@@ -28,6 +28,29 @@ class Settings(BaseSettings):
     # Rows written per group commit on the accept path.
     write_batch_max: int = 512
 
+    # Dispatch: leases, retries and concurrency.
+    dispatch_in_serve: bool = True
+    lease_seconds: float = 60.0
+    poll_interval: float = 0.2
+    dispatch_max_in_flight: int = 512
+    dispatch_max_attempts: int = 10
+    dispatch_backoff_base: float = 1.0
+    dispatch_backoff_cap: float = 300.0
+    shutdown_timeout: float = 10.0
+
+    # Webhooks: retried for at least a day (two by default), bounded per receiver.
+    webhook_timeout: float = 10.0
+    webhook_max_in_flight: int = 256
+    webhook_per_target: int = 32
+    webhook_retry_for: float = 2 * 86400.0
+    webhook_backoff_base: float = 5.0
+    webhook_backoff_cap: float = 3600.0
+
+    # The sandbox channel's simulated receipts, and an optional log of what reached it.
+    sandbox_delivered_after: float = 1.0
+    sandbox_read_after: float = 2.0
+    sandbox_log: str | None = None
+
     def resolved_database_url(self) -> str:
         url = self.database_url or f"sqlite:///{(self.data_dir / 'missive.db').as_posix()}"
         return async_url(url)

@@ -13,7 +13,8 @@ from tests.harness import Server, missive_json, provisioned_server
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = provisioned_server(tmp_path_factory.mktemp("readback"))
+    # Dispatch off: the outbox rows stay, and statuses stay `accepted`, for exact assertions.
+    running = provisioned_server(tmp_path_factory.mktemp("readback"), env={"MISSIVE_DISPATCH_IN_SERVE": "false"})
     yield running
     running.stop()
 

@@ -9,11 +9,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from missive.api import applications, docs, messages
+from missive.api import applications, channels, docs, messages, sandbox
 from missive.api.errors import ProblemError, on_http_exception, on_problem, on_unexpected
 from missive.api.services import Services
 from missive.auth import Authenticator
 from missive.config import Settings
+from missive.dispatch.worker import Dispatcher
 from missive.store.db import make_engine, migrate
 from missive.store.tables import messages as messages_table
 from missive.store.tables import outbox
@@ -41,15 +42,20 @@ def create_app(settings: Settings) -> Starlette:
         await migrate(engine)
         writer = GroupWriter(engine, [messages_table, outbox], settings.write_batch_max)
         writer.start()
-        app.state.services = Services(settings, engine, Authenticator(engine, settings), writer)
+        dispatcher = Dispatcher(engine, settings) if settings.dispatch_in_serve else None
+        app.state.services = Services(settings, engine, Authenticator(engine, settings), writer, dispatcher)
+        if dispatcher is not None:
+            dispatcher.start()
         try:
             yield
         finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
             await writer.stop()
             await engine.dispose()
 
     app = Starlette(
-        routes=[*messages.routes, *applications.routes, *docs.routes],
+        routes=[*messages.routes, *applications.routes, *channels.routes, *sandbox.routes, *docs.routes],
         exception_handlers={
             ProblemError: on_problem,
             HTTPException: on_http_exception,

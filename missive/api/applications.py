@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from missive import credentials
-from missive.api.body import read_json
 from missive.api.errors import InvalidParameter, invalid_params, not_found
+from missive.api.body import read_json
+from missive.api.responses import json_response
 from missive.api.services import services
 from missive.schemas.common import Url, invalid_parameters
 from missive.store import applications as store
@@ -115,9 +115,6 @@ def application_view(row: dict, private_key: str | None = None) -> dict[str, Any
     return view
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
 
 async def create(request: Request) -> Response:
     svc = services(request)
@@ -129,14 +126,14 @@ async def create(request: Request) -> Response:
         pair = credentials.new_rsa_keypair()
         public_key, private_key = pair.public_pem, pair.private_pem
     row = await store.create_application(svc.engine, principal.account_id, _fields(parsed, public_key))
-    return _json(application_view(row, private_key), 201)
+    return json_response(application_view(row, private_key), 201)
 
 
 def _page_param(request: Request, name: str, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise invalid_params([InvalidParameter(name, f"must be an integer from 1 to {maximum}")])
     return int(raw)
 
@@ -154,7 +151,7 @@ async def list_all(request: Request) -> Response:
         links["next"] = {"href": href(page_size, page + 1)}
     if page > 1:
         links["prev"] = {"href": href(page_size, page - 1)}
-    return _json(
+    return json_response(
         {
             "page_size": page_size,
             "page": page,
@@ -173,7 +170,7 @@ async def read(request: Request) -> Response:
     row = await store.get_application(svc.engine, app_id, principal.account_id)
     if row is None:
         raise not_found("Application", app_id)
-    return _json(application_view(row))
+    return json_response(application_view(row))
 
 
 async def replace(request: Request) -> Response:
@@ -188,7 +185,7 @@ async def replace(request: Request) -> Response:
     row = await store.update_application(svc.engine, app_id, principal.account_id, _fields(parsed, public_key))
     if row is None:
         raise not_found("Application", app_id)
-    return _json(application_view(row))
+    return json_response(application_view(row))
 
 
 async def remove(request: Request) -> Response:

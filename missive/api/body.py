@@ -43,6 +43,10 @@ async def read_json(request: Request, limit: int) -> object:
     raw = b"".join(chunks)
     if not raw.strip():
         raise invalid_json("The request body is empty.")
+    if b"\\u0000" in raw:
+        # NUL cannot be stored in PostgreSQL text, and no message needs one.
+        raise ProblemError(400, f"{ERRORS}#invalid-json", "The request body did not contain valid JSON",
+                           "NUL characters (\\u0000) are not allowed.")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from missive.api.body import read_json
 from missive.api.errors import InvalidParameter, ProblemError, invalid_params, not_found
+from missive.api.body import read_json
+from missive.api.responses import json_response
 from missive.api.services import services
 from missive.clock import iso, parse_iso
 from missive.schemas.beta import validate_beta
@@ -24,9 +25,6 @@ STATUSES = ("accepted", "submitted", "delivered", "read", "rejected", "undeliver
 PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
 
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 async def _accept(request: Request, validate) -> Response:  # type: ignore[no-untyped-def]
@@ -44,6 +42,8 @@ async def _accept(request: Request, validate) -> Response:  # type: ignore[no-un
             "The message could not be stored; nothing was accepted. Retry later.",
             headers={"Retry-After": "1"},
         ) from None
+    if svc.dispatcher is not None:
+        svc.dispatcher.notify()
     return Response(b'{"message_uuid":"%s"}' % message_uuid.encode(), 202, media_type="application/json")
 
 
@@ -55,7 +55,25 @@ async def send_beta(request: Request) -> Response:
     return await _accept(request, validate_beta)
 
 
-def message_view(row: dict, events: list[dict] | None = None) -> dict[str, Any]:
+def webhook_view(hook: dict) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": hook["id"],
+        "kind": hook["kind"],
+        "url": hook["url"],
+        "state": hook["state"],
+        "attempts": hook["attempts"],
+        "status": orjson.loads(hook["payload"]).get("status"),
+    }
+    if hook["last_status_code"] is not None:
+        view["last_status_code"] = hook["last_status_code"]
+    if hook["last_error"]:
+        view["last_error"] = hook["last_error"]
+    if hook["delivered_at"]:
+        view["delivered_at"] = iso(hook["delivered_at"])
+    return view
+
+
+def message_view(row: dict, events: list[dict] | None = None, hooks: list[dict] | None = None) -> dict[str, Any]:
     body = row["body"]
     view: dict[str, Any] = {
         "message_uuid": row["uuid"],
@@ -81,6 +99,8 @@ def message_view(row: dict, events: list[dict] | None = None) -> dict[str, Any]:
                 entry["error"] = {"code": event["error_code"], "reason": event["error_reason"]}
             history.append(entry)
         view["history"] = history
+    if hooks is not None:
+        view["webhooks"] = [webhook_view(h) for h in hooks]
     return view
 
 
@@ -91,21 +111,21 @@ async def read_message(request: Request) -> Response:
     found = await get_message(svc.engine, Scope(principal.account_id, principal.application_id), message_uuid)
     if found is None:
         raise not_found("Message", message_uuid)
-    return _json(message_view(*found))
+    return json_response(message_view(*found))
 
 
 def _encode_cursor(row: dict) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([row["created_at"], row["uuid"]])).decode().rstrip("=")
 
 
-def _decode_cursor(value: str) -> tuple[float, str]:
+def _decode_cursor(value: str) -> tuple[float, str] | None:
     try:
         created_at, last_uuid = orjson.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
         if not isinstance(created_at, (int, float)) or not isinstance(last_uuid, str):
-            raise ValueError
+            return None
         return float(created_at), last_uuid
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise invalid_params([InvalidParameter("cursor", "is not a cursor this server returned")]) from None
+        return None
 
 
 def _filters(request: Request) -> tuple[MessageFilter, int]:
@@ -126,11 +146,13 @@ def _filters(request: Request) -> tuple[MessageFilter, int]:
     page_size = PAGE_SIZE_DEFAULT
     if query.get("page_size"):
         raw = query["page_size"]
-        if not raw.isdigit() or not 1 <= int(raw) <= PAGE_SIZE_MAX:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= PAGE_SIZE_MAX:
             errors.append(InvalidParameter("page_size", f"must be an integer from 1 to {PAGE_SIZE_MAX}"))
         else:
             page_size = int(raw)
     before = _decode_cursor(query["cursor"]) if query.get("cursor") else None
+    if query.get("cursor") and before is None:
+        errors.append(InvalidParameter("cursor", "is not a cursor this server returned"))
     if errors:
         raise invalid_params(errors)
     filters = MessageFilter(
@@ -157,7 +179,7 @@ async def search_messages(request: Request) -> Response:
     if more:
         params["cursor"] = _encode_cursor(page[-1])
         links["next"] = {"href": f"/v1/messages?{urlencode(params)}"}
-    return _json(
+    return json_response(
         {"page_size": page_size, "_embedded": {"messages": [message_view(r) for r in page]}, "_links": links}
     )
 

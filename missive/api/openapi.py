@@ -68,6 +68,24 @@ MESSAGE = {
         "application_id": {"type": "string"},
         "content": {"type": "object"},
         "history": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}},
+        "webhooks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "kind", "url", "state", "attempts"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "url": {"type": "string"},
+                    "state": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                    "attempts": {"type": "integer"},
+                    "status": {"type": ["string", "null"]},
+                    "last_status_code": {"type": "integer"},
+                    "last_error": {"type": "string"},
+                    "delivered_at": {"type": "string"},
+                },
+            },
+        },
     },
 }
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -10,6 +11,10 @@ from starlette.requests import Request
 from missive.auth import Authenticator
 from missive.config import Settings
 from missive.store.writer import GroupWriter
+from missive.webhooks.outbox import WebhookTargets
+
+if TYPE_CHECKING:
+    from missive.dispatch.worker import Dispatcher
 
 
 @dataclass
@@ -18,6 +23,9 @@ class Services:
     engine: AsyncEngine
     auth: Authenticator
     writer: GroupWriter
+    # The in-process dispatcher, woken when a message is accepted (None with `dispatch_in_serve` off).
+    dispatcher: Dispatcher | None = None
+    targets: WebhookTargets = field(default_factory=WebhookTargets)
 
 
 def services(request: Request) -> Services:

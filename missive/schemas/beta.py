@@ -63,19 +63,33 @@ class BetaMessage(Strict):
 _beta_adapter: TypeAdapter[Any] = TypeAdapter(BetaMessage)
 
 
-def _address_key(endpoint: dict) -> str:
-    return "number" if endpoint.get("number") is not None else "id"
+def _obj(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _address_key(data: dict, side: str) -> str:
+    """`number` or `id`: what the caller gave, else what the channel uses on that side."""
+    endpoint = _obj(data.get(side))
+    if endpoint.get("number") is not None:
+        return "number"
+    if endpoint.get("id") is not None:
+        return "id"
+    channel = _obj(data.get("to")).get("type")
+    if channel == "messenger" or (channel == "viber_service_msg" and side == "from"):
+        return "id"
+    return "number"
 
 
 def translate(data: dict) -> dict[str, Any]:
-    """The v1 form of a structurally valid beta message (raw dicts, nothing dropped)."""
-    to, sender, message = data["to"], data["from"], data["message"]
-    content = message["content"]
+    """The v1 form of a beta message; tolerant of bad shapes, which v1 validation reports."""
+    to, message = _obj(data.get("to")), _obj(data.get("message"))
+    content = _obj(message.get("content"))
+    channel = to.get("type")
     v1: dict[str, Any] = {
-        "channel": V1_CHANNEL.get(to["type"], to["type"]),
-        "message_type": content["type"],
-        "to": to.get(_address_key(to)),
-        "from": sender.get(_address_key(sender)),
+        "channel": V1_CHANNEL.get(channel, channel) if isinstance(channel, str) else channel,
+        "message_type": content.get("type"),
+        "to": to.get(_address_key(data, "to")),
+        "from": _obj(data.get("from")).get(_address_key(data, "from")),
         "webhook_version": "v0.1",
     }
     for key in PAYLOAD_FIELDS:
@@ -86,7 +100,7 @@ def translate(data: dict) -> dict[str, Any]:
             v1[v1_key] = message[beta_key]
     if data.get("client_ref") is not None:
         v1["client_ref"] = data["client_ref"]
-    return v1
+    return {k: v for k, v in v1.items() if v is not None}
 
 
 def beta_path(v1_name: str, data: dict) -> str:
@@ -95,7 +109,7 @@ def beta_path(v1_name: str, data: dict) -> str:
     if head == "channel":
         return "to.type"
     if head in ("to", "from"):
-        return f"{head}.{_address_key(data[head])}"
+        return f"{head}.{_address_key(data, head)}"
     if head == "message_type":
         return "message.content.type"
     if head in PAYLOAD_FIELDS:
@@ -107,19 +121,39 @@ def beta_path(v1_name: str, data: dict) -> str:
     return v1_name
 
 
+def _covered(name: str, errors: list[InvalidParameter]) -> bool:
+    """Whether a structural error already speaks for this field: the same field, a parent
+    of it, or (for `to` and `from`) the same endpoint."""
+    for error in errors:
+        if name == error.name or name.startswith(error.name + "."):
+            return True
+        if name.split(".")[0] in ("to", "from") and error.name.split(".")[0] == name.split(".")[0]:
+            return True
+    return False
+
+
 def validate_beta(data: object) -> dict[str, Any]:
-    """The normalised v1 message for a beta body, or a 422 problem in beta terms."""
+    """The normalised v1 message for a beta body, or a 422 problem naming every bad
+    field by its beta path: structural errors and v1 rules together."""
     if not isinstance(data, dict):
         raise invalid_params([InvalidParameter("body", "must be a JSON object")])
+    errors: list[InvalidParameter] = []
     try:
         _beta_adapter.validate_python(data)
     except ValidationError as exc:
-        raise invalid_params(invalid_parameters(exc)) from None
-    if data["from"]["type"] != data["to"]["type"]:
-        raise invalid_params([InvalidParameter("from.type", "must be the same channel as to.type")])
+        errors = invalid_parameters(exc)
+    to_type, from_type = _obj(data.get("to")).get("type"), _obj(data.get("from")).get("type")
+    if isinstance(to_type, str) and isinstance(from_type, str) and to_type != from_type:
+        errors.append(InvalidParameter("from.type", "must be the same channel as to.type"))
     try:
-        return validate_v1(translate(data))
+        message = validate_v1(translate(data))
     except ProblemError as problem:
         for param in problem.invalid_parameters:
             param.name = beta_path(param.name, data)
-        raise
+        if not errors:
+            raise
+        errors.extend(p for p in problem.invalid_parameters if not _covered(p.name, errors))
+        raise invalid_params(errors) from None
+    if errors:
+        raise invalid_params(errors)
+    return message

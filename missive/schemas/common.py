@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -10,9 +11,20 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from missive.api.errors import InvalidParameter
 
 
+_HOST = re.compile(r"^[a-z0-9._\-]+$|^[0-9a-f:.]+$")
+
+
 def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    """An absolute http(s) URL with a well-formed host and port, and no whitespace."""
+    try:
+        if any(ch.isspace() or ord(ch) < 32 for ch in value):
+            raise ValueError
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError when out of range
+        host = parts.hostname or ""
+    except ValueError:
+        raise ValueError("must be an absolute http or https URL") from None
+    if parts.scheme not in ("http", "https") or not _HOST.match(host):
         raise ValueError("must be an absolute http or https URL")
     return value
 
@@ -24,7 +36,7 @@ Caption = Annotated[str, Field(min_length=1, max_length=3000)]
 class Strict(BaseModel):
     # Strict: "600" is not an integer and 5 is not a string. Unknown keys are ignored so
     # that newer SDKs sending fields we do not use still work.
-    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="ignore")
 
 
 class Image(Strict):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
-from missive.api.errors import InvalidParameter, ProblemError, invalid_params, unsupported_channel
+from missive.api.errors import InvalidParameter, invalid_params, unsupported_channel
 from missive.schemas.addresses import normalise_msisdn, normalise_sms_sender, normalise_viber_recipient
 from missive.schemas.common import (
     Audio,
@@ -34,10 +34,11 @@ SUPPORTED_CHANNELS = ("sms", "messenger", "viber_service")
 UNSUPPORTED_CHANNELS = ("mms", "whatsapp")
 PAYLOAD_FIELDS = ("text", "image", "audio", "video", "file", "template")
 
-Msisdn = Annotated[str, AfterValidator(normalise_msisdn)]
+Msisdn = Annotated[str, Field(max_length=32), AfterValidator(normalise_msisdn)]
 SmsSender = Annotated[str, Field(min_length=1, max_length=20), AfterValidator(normalise_sms_sender)]
-ChannelId = Annotated[str, Field(min_length=1, max_length=50)]
-ViberRecipient = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(normalise_viber_recipient)]
+# Page-scoped ids, service ids and Viber user ids: printable ASCII, no spaces.
+ChannelId = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[\x21-\x7e]+$")]
+ViberRecipient = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[\x21-\x7e]+$"), AfterValidator(normalise_viber_recipient)]
 
 
 class _Common(Strict):
@@ -123,6 +124,9 @@ def validate_v1(data: object) -> dict[str, Any]:
     except ValidationError as exc:
         errors = invalid_parameters(exc, drop_first=True)
         message = None
+    if "failover" in data:
+        # Until failover workflows exist, refusing is safer than sending without the fallback.
+        errors.append(InvalidParameter("failover", "failover workflows are not available on this server yet"))
     named = {error.name for error in errors}
     errors.extend(rule for rule in _rules(data) if rule.name not in named)
     if errors or message is None:

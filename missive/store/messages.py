@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from missive.store.tables import message_events, messages, outbox
+from missive.store.tables import message_events, messages, outbox, webhook_outbox
 
 
 def new_message_rows(
@@ -54,7 +54,10 @@ class Scope:
         return clause
 
 
-async def get_message(engine: AsyncEngine, scope: Scope, message_uuid: str) -> tuple[dict, list[dict]] | None:
+async def get_message(
+    engine: AsyncEngine, scope: Scope, message_uuid: str
+) -> tuple[dict, list[dict], list[dict]] | None:
+    """The message, its status events, and its webhooks with their delivery state."""
     async with engine.connect() as conn:
         row = (
             await conn.execute(select(messages).where(messages.c.uuid == message_uuid, scope.clause()))
@@ -66,7 +69,12 @@ async def get_message(engine: AsyncEngine, scope: Scope, message_uuid: str) -> t
             .where(message_events.c.message_uuid == message_uuid)
             .order_by(message_events.c.timestamp, message_events.c.id)
         )
-        return dict(row._mapping), [dict(e._mapping) for e in events]
+        hooks = await conn.execute(
+            select(webhook_outbox)
+            .where(webhook_outbox.c.message_uuid == message_uuid)
+            .order_by(webhook_outbox.c.created_at)
+        )
+        return dict(row._mapping), [dict(e._mapping) for e in events], [dict(h._mapping) for h in hooks]
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,88 @@ outbox = Table(
     Column("last_error", Text),
     Index("ix_outbox_due", "due_at"),
 )
+
+# Which provider account carries a channel for an account (application_id NULL) or for
+# one application. `config` holds the provider settings and credentials.
+channel_links = Table(
+    "channel_links",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False, index=True),
+    Column("application_id", String(36)),
+    Column("channel", String(20), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("tps", Double),
+    Column("is_default", Integer, nullable=False, server_default="0"),
+    Column("created_at", Double, nullable=False),
+)
+
+# Statuses a provider promised to report later (the sandbox's simulated receipts), and
+# later the workflow expiry timers: due rows claimed with a lease like the outbox.
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),
+    Column("message_uuid", String(36), nullable=False),
+    Column("due_at", Double, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("claimed_until", Double),
+    Index("ix_timers_due", "due_at"),
+)
+
+# Status and inbound webhooks waiting to be delivered; `payload` is the exact body signed.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False),
+    # The application, or the account for Basic-auth messages: concurrency is bounded per target.
+    Column("target", String(36), nullable=False),
+    Column("application_id", String(36)),
+    Column("message_uuid", String(36)),
+    Column("kind", String(20), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("method", String(8), nullable=False, server_default="POST"),
+    Column("payload", Text, nullable=False),
+    Column("state", String(20), nullable=False),  # pending | delivered | failed
+    Column("due_at", Double, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_until", Double),
+    Column("last_error", Text),
+    Column("last_status_code", Integer),
+    Column("created_at", Double, nullable=False),
+    Column("delivered_at", Double),
+    Index("ix_webhook_outbox_due", "state", "due_at"),
+    Index("ix_webhook_outbox_message", "message_uuid"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("webhook_id", String(36), nullable=False, index=True),
+    Column("at", Double, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Double, nullable=False),
+)
+
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False),
+    Column("application_id", String(36)),
+    Column("channel", String(20), nullable=False),
+    Column("message_type", String(20), nullable=False),
+    Column("to_addr", String(64), nullable=False),
+    Column("from_addr", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("provider_ref", String(200)),
+    Column("status", String(20), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Index("ix_inbound_account_created", "account_id", "created_at"),
+)

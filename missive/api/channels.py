@@ -1,0 +1,125 @@
+"""`/v1/channels` (ours): link provider accounts to channels. Account Basic auth.
+
+    POST /v1/channels {"kind": "sandbox", "channel": "sms", "name": "test",
+                       "config": {"delivered_after": 0.5}, "tps": 50, "default": true}
+
+Credentials are stored with the link and never returned: `config` in answers leaves
+out the keys the channel kind declares secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from missive.api.body import read_json
+from missive.api.errors import InvalidParameter, invalid_params, not_found
+from missive.api.responses import json_response
+from missive.api.services import services
+from missive.channels.registry import CARRIES, KINDS, secret_keys
+from missive.clock import iso
+from missive.schemas.common import invalid_parameters
+from missive.store import applications as app_store
+from missive.store import links as store
+
+
+class SandboxConfig(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    delivered_after: float | None = Field(None, ge=0, le=86400)
+    read_after: float | None = Field(None, ge=0, le=86400)
+
+
+CONFIGS: dict[str, type[BaseModel]] = {"sandbox": SandboxConfig}
+
+
+class LinkRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    kind: str
+    channel: str
+    name: str = Field(min_length=1, max_length=100)
+    application_id: str | None = None
+    tps: float | None = Field(None, gt=0, le=100_000)
+    default: bool = False
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+def link_view(row: dict[str, Any]) -> dict[str, Any]:
+    hidden = set(secret_keys(row["kind"]))
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "channel": row["channel"],
+        "name": row["name"],
+        "application_id": row["application_id"],
+        "tps": row["tps"],
+        "default": bool(row["is_default"]),
+        "config": {k: v for k, v in row["config"].items() if k not in hidden and k != "log"},
+        "created_at": iso(row["created_at"]),
+    }
+
+
+def parse_link(data: object) -> tuple[LinkRequest, dict[str, Any]]:
+    if not isinstance(data, dict):
+        raise invalid_params([InvalidParameter("body", "must be a JSON object")])
+    try:
+        request = LinkRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_params(invalid_parameters(exc)) from None
+    if request.kind not in KINDS:
+        raise invalid_params([InvalidParameter("kind", f"must be one of {', '.join(KINDS)}")])
+    if request.channel not in CARRIES[request.kind]:
+        raise invalid_params([InvalidParameter("channel", f"must be one of {', '.join(CARRIES[request.kind])}")])
+    try:
+        config = CONFIGS[request.kind].model_validate(request.config).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise invalid_params([InvalidParameter(f"config.{p.name}", p.reason) for p in invalid_parameters(exc)]) from None
+    return request, config
+
+
+async def create(request: Request) -> Response:
+    svc = services(request)
+    principal = await svc.auth.authenticate(request, allow_jwt=False)
+    parsed, config = parse_link(await read_json(request, svc.settings.max_body_bytes))
+    if parsed.application_id and await app_store.get_application(svc.engine, parsed.application_id, principal.account_id) is None:
+        raise invalid_params([InvalidParameter("application_id", "is not an application of this account")])
+    row = await store.create_link(
+        svc.engine, principal.account_id, parsed.kind, parsed.channel, parsed.name, config,
+        parsed.application_id, parsed.tps, parsed.default,
+    )
+    return json_response(link_view(row), 201)
+
+
+async def list_all(request: Request) -> Response:
+    svc = services(request)
+    principal = await svc.auth.authenticate(request, allow_jwt=False)
+    rows = await store.list_links(svc.engine, principal.account_id)
+    return json_response({"_embedded": {"channels": [link_view(r) for r in rows]}})
+
+
+async def read(request: Request) -> Response:
+    svc = services(request)
+    principal = await svc.auth.authenticate(request, allow_jwt=False)
+    row = await store.get_link(svc.engine, principal.account_id, request.path_params["link_id"])
+    if row is None:
+        raise not_found("Channel link", request.path_params["link_id"])
+    return json_response(link_view(row))
+
+
+async def remove(request: Request) -> Response:
+    svc = services(request)
+    principal = await svc.auth.authenticate(request, allow_jwt=False)
+    if not await store.delete_link(svc.engine, principal.account_id, request.path_params["link_id"]):
+        raise not_found("Channel link", request.path_params["link_id"])
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/v1/channels", create, methods=["POST"]),
+    Route("/v1/channels", list_all, methods=["GET"]),
+    Route("/v1/channels/{link_id}", read, methods=["GET"]),
+    Route("/v1/channels/{link_id}", remove, methods=["DELETE"]),
+]

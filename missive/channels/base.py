@@ -1,0 +1,126 @@
+"""The channel seam: what every channel implements, and the errors a send can raise.
+
+    SendError                   the dispatcher asks only `error.retryable`
+      Rejected(code, reason)    refused for good -> status `rejected`
+      Misconfigured(reason)     the link cannot work as configured -> `rejected` (1030)
+      Unavailable(reason)       provider down, 5xx, timeout -> retried with backoff
+      Throttled(retry_after)    provider says slow down -> retried, link slowed
+
+A channel never touches storage or the queue: it turns a message into provider calls
+and provider callbacks into events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+
+@dataclass(frozen=True)
+class ChannelLink:
+    """Which provider account carries a channel, with that account's credentials."""
+
+    id: str
+    kind: str
+    channel: str
+    config: dict[str, Any]
+    tps: float | None = None
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    uuid: str
+    channel: str
+    message_type: str
+    to: str
+    sender: str
+    body: dict[str, Any]
+    # 1 for the first try: providers that dedupe by attempt, and the sandbox, use it.
+    attempt: int = 1
+
+    @property
+    def text(self) -> str | None:
+        return self.body.get("text")
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A status the provider has promised to report later (the sandbox's simulated receipts)."""
+
+    after: float
+    status: str
+    error_code: int | None = None
+    error_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_ref: str
+    # How many provider units the send used (SMS parts), for rate limits.
+    units: int = 1
+    follow_ups: tuple[FollowUp, ...] = ()
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    provider_ref: str
+    status: str
+    error_code: int | None = None
+    error_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    channel: str
+    to: str
+    sender: str
+    message_type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    provider_ref: str | None = None
+
+
+class SendError(Exception):
+    retryable: ClassVar[bool] = False
+    code: int = 1030
+    reason: str = "Internal error"
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or self.reason)
+        if reason:
+            self.reason = reason
+
+
+class Rejected(SendError):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class Misconfigured(SendError):
+    code = 1030
+
+
+class Unavailable(SendError):
+    retryable = True
+    code = 1331
+    reason = "Provider error"
+
+
+class Throttled(SendError):
+    retryable = True
+    code = 1000
+    reason = "Throttled"
+
+    def __init__(self, retry_after: float | None = None, reason: str | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Channel(Protocol):
+    kind: ClassVar[str]
+    # Config keys that hold credentials: never logged, never returned by the API.
+    secrets: ClassVar[tuple[str, ...]]
+
+    async def send(self, message: OutboundMessage, link: ChannelLink) -> SendResult: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,76 @@
+"""The sandbox: a simulated provider for every channel, used until a real one is linked.
+
+It answers `submitted` at once and promises `delivered` (and `read` on Messenger and
+Viber) after configurable delays. The last four characters of `to` pick a failure:
+
+    ...0001  rejected at once (error 1020)
+    ...0002  submitted, then undeliverable (error 1260)
+    ...0003  submitted, and nothing more
+    ...0004  fails retryably on the first two attempts, then behaves normally
+
+Link config: {"delivered_after": 1.0, "read_after": 2.0, "log": "/path/sends.log"}.
+With `log`, every send appends "uuid attempt" to that file: the provider's own record,
+used to count what reached it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+from missive.channels.base import ChannelLink, FollowUp, OutboundMessage, Rejected, SendResult, Unavailable
+
+READ_RECEIPT_CHANNELS = ("messenger", "viber_service")
+DEFAULT_DELIVERED_AFTER = 1.0
+DEFAULT_READ_AFTER = 2.0
+
+
+def _delay(config: dict[str, Any], key: str, default: float) -> float:
+    value = config.get(key, default)
+    return float(value) if isinstance(value, (int, float)) and value >= 0 else default
+
+
+class SandboxChannel:
+    kind: ClassVar[str] = "sandbox"
+    secrets: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self._logs: dict[str, Any] = {}
+
+    async def send(self, message: OutboundMessage, link: ChannelLink) -> SendResult:
+        self._record(message, link.config.get("log"))
+        magic = message.to[-4:]
+        if magic == "0001":
+            raise Rejected(1020, "Invalid params: the sandbox rejects recipients ending in 0001")
+        if magic == "0004" and message.attempt <= 2:
+            raise Unavailable("the sandbox fails recipients ending in 0004 on their first two attempts")
+        delivered_after = _delay(link.config, "delivered_after", DEFAULT_DELIVERED_AFTER)
+        read_after = _delay(link.config, "read_after", DEFAULT_READ_AFTER)
+        ref = f"sandbox-{uuid.uuid4().hex}"
+        if magic == "0002":
+            follow_ups: tuple[FollowUp, ...] = (
+                FollowUp(delivered_after, "undeliverable", 1260, "Destination unreachable"),
+            )
+        elif magic == "0003":
+            follow_ups = ()
+        else:
+            follow_ups = (FollowUp(delivered_after, "delivered"),)
+            if message.channel in READ_RECEIPT_CHANNELS:
+                # read_after below delivered_after makes the receipts arrive out of order, as
+                # real providers sometimes do; the status model keeps the later one.
+                follow_ups += (FollowUp(read_after, "read"),)
+        return SendResult(provider_ref=ref, follow_ups=follow_ups)
+
+    def _record(self, message: OutboundMessage, path: object) -> None:
+        if not isinstance(path, str) or not path:
+            return
+        handle = self._logs.get(path)
+        if handle is None:
+            handle = self._logs[path] = Path(path).open("a", buffering=1)
+        handle.write(f"{message.uuid} {message.attempt}\n")
+
+    async def close(self) -> None:
+        for handle in self._logs.values():
+            handle.close()
+        self._logs.clear()

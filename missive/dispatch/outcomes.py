@@ -1,0 +1,66 @@
+"""What a send attempt ended in, and how it is written: all outcomes of a batch in one
+transaction, statement by statement (executemany), not message by message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, delete, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from missive.channels.base import FollowUp
+from missive.store.statuses import StatusChange, apply_changes
+from missive.store.tables import outbox, timers
+from missive.webhooks.outbox import WebhookTargets, enqueue_status_webhooks
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message_uuid: str
+    at: float
+    # A status to record (submitted, rejected, undeliverable), or None for a retry.
+    change: StatusChange | None = None
+    follow_ups: tuple[FollowUp, ...] = ()
+    retry_at: float | None = None
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass
+class OutcomeWriter:
+    targets: WebhookTargets = field(default_factory=WebhookTargets)
+
+    async def commit(self, conn: AsyncConnection, outcomes: list[Outcome]) -> None:
+        done = [o for o in outcomes if o.retry_at is None]
+        retries = [o for o in outcomes if o.retry_at is not None]
+        if done:
+            await conn.execute(delete(outbox).where(outbox.c.message_uuid.in_([o.message_uuid for o in done])))
+        if retries:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.message_uuid == bindparam("key"))
+                .values(due_at=bindparam("due"), attempts=bindparam("tries"), last_error=bindparam("err"), claimed_until=None),
+                [{"key": o.message_uuid, "due": o.retry_at, "tries": o.attempts, "err": o.error} for o in retries],
+            )
+        timer_rows = [
+            {
+                "kind": "status",
+                "message_uuid": o.message_uuid,
+                "due_at": o.at + f.after,
+                "payload": {"status": f.status, "error_code": f.error_code, "error_reason": f.error_reason,
+                            "provider_ref": o.change.provider_ref if o.change else None},
+                "claimed_until": None,
+            }
+            for o in done
+            for f in o.follow_ups
+        ]
+        if timer_rows:
+            await conn.execute(timers.insert(), timer_rows)
+        await record_statuses(conn, self.targets, [o.change for o in done if o.change is not None], max((o.at for o in outcomes), default=0.0))
+
+
+async def record_statuses(conn: AsyncConnection, targets: WebhookTargets, changes: list[StatusChange], now: float) -> list[tuple[StatusChange, dict[str, Any]]]:
+    applied = await apply_changes(conn, changes)
+    await enqueue_status_webhooks(conn, targets, applied, now)
+    return applied

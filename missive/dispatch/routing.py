@@ -1,0 +1,76 @@
+"""Which link carries a message: the application's own link for the channel, else the
+account's default, else any account link for it, else the built-in sandbox."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from missive.channels.base import ChannelLink
+from missive.config import Settings
+from missive.store.tables import channel_links
+
+CACHE_SECONDS = 5.0
+
+
+def sandbox_link(settings: Settings, channel: str) -> ChannelLink:
+    config: dict[str, Any] = {
+        "delivered_after": settings.sandbox_delivered_after,
+        "read_after": settings.sandbox_read_after,
+    }
+    if settings.sandbox_log:
+        config["log"] = settings.sandbox_log
+    return ChannelLink(id=f"sandbox:{channel}", kind="sandbox", channel=channel, config=config)
+
+
+def _as_link(row: dict[str, Any], settings: Settings) -> ChannelLink:
+    config = dict(row["config"])
+    if row["kind"] == "sandbox" and settings.sandbox_log and "log" not in config:
+        config["log"] = settings.sandbox_log
+    return ChannelLink(id=row["id"], kind=row["kind"], channel=row["channel"], config=config, tps=row["tps"])
+
+
+def choose(rows: list[dict[str, Any]], channel: str, application_id: str | None) -> dict[str, Any] | None:
+    candidates = [r for r in rows if r["channel"] == channel]
+    for row in candidates:
+        if application_id and row["application_id"] == application_id:
+            return row
+    account_wide = [r for r in candidates if r["application_id"] is None]
+    for row in account_wide:
+        if row["is_default"]:
+            return row
+    return account_wide[0] if account_wide else None
+
+
+class LinkRouter:
+    def __init__(self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
+    async def _links(self, account_id: str) -> list[dict[str, Any]]:
+        hit = self._cache.get(account_id)
+        if hit and hit[0] > self._clock():
+            return hit[1]
+        async with self._engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in await conn.execute(
+                    select(channel_links)
+                    .where(channel_links.c.account_id == account_id)
+                    .order_by(channel_links.c.created_at)
+                )
+            ]
+        self._cache[account_id] = (self._clock() + CACHE_SECONDS, rows)
+        return rows
+
+    async def route(self, message: dict[str, Any]) -> ChannelLink:
+        row = choose(await self._links(message["account_id"]), message["channel"], message["application_id"])
+        if row is None:
+            return sandbox_link(self._settings, message["channel"])
+        return _as_link(row, self._settings)

@@ -1,0 +1,193 @@
+"""The dispatcher: claims due outbox rows, sends them through their channel, records
+what happened; fires due timers (promised statuses); runs the webhook sender.
+
+It runs inside `missive serve` by default, and alone as `missive dispatch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from missive.channels.base import Channel, OutboundMessage, SendError, Throttled, Unavailable
+from missive.channels.registry import build_channels
+from missive.config import Settings
+from missive.dispatch.outcomes import Outcome, OutcomeWriter, record_statuses
+from missive.dispatch.ratelimit import RateLimiter
+from missive.dispatch.retry import RetryPolicy
+from missive.dispatch.routing import LinkRouter
+from missive.store.claims import claim_due
+from missive.store.statuses import StatusChange
+from missive.store.tables import messages, outbox, timers
+from missive.store.writer import Batcher
+from missive.webhooks.sender import WebhookSender, _wait_any
+
+log = logging.getLogger("missive.dispatch")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        channels: dict[str, Channel] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._channels = channels if channels is not None else build_channels()
+        self._router = LinkRouter(engine, settings, clock)
+        self._limiter = RateLimiter()
+        self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
+        self._writer = OutcomeWriter()
+        self._results: Batcher[Outcome] = Batcher(engine, self._writer.commit, name="dispatch-results")
+        self._timer_results: Batcher[list[StatusChange]] = Batcher(engine, self._commit_timer_changes, name="timer-results")
+        self.webhooks = WebhookSender(engine, settings, clock)
+        self.wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._results.start()
+        self._timer_results.start()
+        self._loops = [
+            asyncio.create_task(self._outbox_loop(), name="missive-outbox"),
+            asyncio.create_task(self._timer_loop(), name="missive-timers"),
+            asyncio.create_task(self.webhooks.run(self._stopping), name="missive-webhooks"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight sends and webhooks finish (within the shutdown timeout)."""
+        self._stopping.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._settings.shutdown_timeout)
+        await asyncio.wait(self._loops, timeout=self._settings.shutdown_timeout + 1)
+        await self._results.stop()
+        await self._timer_results.stop()
+        for channel in self._channels.values():
+            await channel.close()
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    # -- outbox ---------------------------------------------------------------------
+
+    async def _outbox_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                claimed = await self._claim_outbox()
+            except Exception as exc:  # noqa: BLE001 - the database may come back
+                log.warning("claiming the outbox failed: %s", exc)
+                claimed = 0
+            if not claimed:
+                await _wait_any(self._stopping, self.wake, self._settings.poll_interval)
+                self.wake.clear()
+
+    async def _claim_outbox(self) -> int:
+        room = self._settings.dispatch_max_in_flight - len(self._tasks)
+        if room <= 0:
+            await asyncio.sleep(0.01)
+            return 0
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            rows = await claim_due(conn, outbox, outbox.c.message_uuid, now, self._settings.lease_seconds, min(room, 256))
+            found = await _messages(conn, [r["message_uuid"] for r in rows])
+        for row in rows:
+            message = found.get(row["message_uuid"])
+            if message is None:
+                continue
+            task = asyncio.create_task(self._send(message, row["attempts"] + 1))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(rows)
+
+    async def _send(self, message: dict[str, Any], attempt: int) -> None:
+        outcome = await self._attempt(message, attempt)
+        try:
+            await self._results.submit(outcome)
+        except Exception as exc:  # noqa: BLE001 - the lease runs out and the send is retried
+            log.warning("message %s: result not recorded: %s", message["uuid"], exc)
+            return
+        self.webhooks.wake.set()
+
+    async def _attempt(self, message: dict[str, Any], attempt: int) -> Outcome:
+        uuid = message["uuid"]
+        try:
+            link = await self._router.route(message)
+            channel = self._channels.get(link.kind)
+            if channel is None:
+                raise Unavailable(f"no channel of kind {link.kind!r} in this process")
+            outbound = OutboundMessage(
+                uuid=uuid, channel=message["channel"], message_type=message["message_type"],
+                to=message["to_addr"], sender=message["from_addr"], body=message["body"], attempt=attempt,
+            )
+            await self._limiter.acquire(link.id, link.tps)
+            result = await channel.send(outbound, link)
+        except SendError as error:
+            return self._failed(uuid, attempt, error, link_id=locals().get("link") and link.id)
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
+            log.exception("message %s: channel raised", uuid)
+            return self._failed(uuid, attempt, Unavailable(f"{type(exc).__name__}"), None)
+        now = self._clock()
+        return Outcome(uuid, now, StatusChange(uuid, "submitted", now, provider_ref=result.provider_ref), result.follow_ups)
+
+    def _failed(self, uuid: str, attempt: int, error: SendError, link_id: str | None) -> Outcome:
+        now = self._clock()
+        if isinstance(error, Throttled) and link_id:
+            self._limiter.slow_down(link_id, error.retry_after or self._settings.dispatch_backoff_base)
+        delay = self._policy.delay(attempt, error)
+        if delay is not None:
+            return Outcome(uuid, now, retry_at=now + delay, attempts=attempt, error=str(error))
+        status = "undeliverable" if error.retryable else "rejected"
+        return Outcome(uuid, now, StatusChange(uuid, status, now, error_code=error.code, error_reason=error.reason))
+
+    # -- timers -----------------------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                fired = await self._fire_timers()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("firing timers failed: %s", exc)
+                fired = 0
+            if not fired:
+                await _wait_any(self._stopping, asyncio.Event(), min(self._settings.poll_interval, 0.1))
+
+    async def _fire_timers(self) -> int:
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            rows = await claim_due(conn, timers, timers.c.id, now, self._settings.lease_seconds, 1000, timers.c.kind == "status")
+        if not rows:
+            return 0
+        changes = [
+            StatusChange(
+                r["message_uuid"], r["payload"]["status"], r["due_at"], r["payload"].get("provider_ref"),
+                r["payload"].get("error_code"), r["payload"].get("error_reason"),
+            )
+            for r in sorted(rows, key=lambda r: r["due_at"])
+        ]
+        await self._timer_results.submit(changes)
+        ids = [r["id"] for r in rows]
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(timers).where(timers.c.id.in_(ids)))
+        self.webhooks.wake.set()
+        return len(rows)
+
+    async def _commit_timer_changes(self, conn: AsyncConnection, batches: list[list[StatusChange]]) -> None:
+        changes = [c for batch in batches for c in batch]
+        await record_statuses(conn, self._writer.targets, changes, self._clock())
+
+
+async def _messages(conn: AsyncConnection, uuids: list[str]) -> dict[str, dict[str, Any]]:
+    if not uuids:
+        return {}
+    rows = await conn.execute(select(messages).where(messages.c.uuid.in_(uuids)))
+    return {r.uuid: dict(r._mapping) for r in rows}

@@ -1,0 +1,41 @@
+"""Claiming due rows with a lease: the one queue mechanism of the outbox, timers and webhooks.
+
+A row is due when `due_at <= now` and it is not leased (`claimed_until` empty or past).
+Claiming sets `claimed_until = now + lease` and returns the rows. A dispatcher that dies
+holding a lease simply lets it run out; the rows are then claimed again (at least once).
+On PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED, so concurrent
+dispatchers take disjoint batches instead of waiting on each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Column, Table, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+async def claim_due(
+    conn: AsyncConnection,
+    table: Table,
+    key: Column[Any],
+    now: float,
+    lease: float,
+    limit: int,
+    *conditions: Any,
+) -> list[dict[str, Any]]:
+    candidates = (
+        select(key)
+        .where(table.c.due_at <= now, or_(table.c.claimed_until.is_(None), table.c.claimed_until < now), *conditions)
+        .order_by(table.c.due_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    result = await conn.execute(
+        update(table)
+        .where(key.in_(candidates.scalar_subquery()))
+        .values(claimed_until=now + lease)
+        .returning(*table.c)
+    )
+    return [dict(row._mapping) for row in result]

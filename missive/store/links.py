@@ -1,0 +1,66 @@
+"""Channel links: which provider account carries a channel for an account or application."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from missive.store.tables import channel_links
+
+
+async def create_link(
+    engine: AsyncEngine,
+    account_id: str,
+    kind: str,
+    channel: str,
+    name: str,
+    config: dict[str, Any],
+    application_id: str | None = None,
+    tps: float | None = None,
+    is_default: bool = False,
+) -> dict[str, Any]:
+    row = {
+        "id": str(uuid.uuid4()),
+        "account_id": account_id,
+        "application_id": application_id,
+        "channel": channel,
+        "kind": kind,
+        "name": name,
+        "config": config,
+        "tps": tps,
+        "is_default": 1 if is_default else 0,
+        "created_at": time.time(),
+    }
+    async with engine.begin() as conn:
+        await conn.execute(channel_links.insert().values(**row))
+    return row
+
+
+async def list_links(engine: AsyncEngine, account_id: str) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(channel_links).where(channel_links.c.account_id == account_id).order_by(channel_links.c.created_at)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+async def get_link(engine: AsyncEngine, account_id: str, link_id: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(channel_links).where(channel_links.c.account_id == account_id, channel_links.c.id == link_id)
+            )
+        ).first()
+    return dict(row._mapping) if row else None
+
+
+async def delete_link(engine: AsyncEngine, account_id: str, link_id: str) -> bool:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            delete(channel_links).where(channel_links.c.account_id == account_id, channel_links.c.id == link_id)
+        )
+    return result.rowcount == 1

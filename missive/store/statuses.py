@@ -1,0 +1,80 @@
+"""The status model: statuses only move forward, and every move is one webhook.
+
+    accepted -> submitted -> delivered -> read
+                   \\-> rejected | undeliverable   (final)
+
+Every reported status is kept as a `message_events` row, even one that arrives late
+(a `delivered` after `read`); only a move forward changes the message and makes a
+status webhook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from missive.store.tables import message_events, messages
+
+RANK = {"accepted": 0, "submitted": 1, "delivered": 2, "rejected": 2, "undeliverable": 2, "read": 3}
+FINAL = ("read", "rejected", "undeliverable")
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    message_uuid: str
+    status: str
+    at: float
+    provider_ref: str | None = None
+    error_code: int | None = None
+    error_reason: str | None = None
+
+
+def moves_forward(current: str, new: str) -> bool:
+    if current in FINAL:
+        return False
+    return RANK[new] > RANK[current]
+
+
+async def apply_changes(
+    conn: AsyncConnection, changes: list[StatusChange]
+) -> list[tuple[StatusChange, dict[str, Any]]]:
+    """Record `changes`; return those that moved their message, with the message row."""
+    if not changes:
+        return []
+    query = select(messages).where(messages.c.uuid.in_({c.message_uuid for c in changes}))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    current = {row.uuid: dict(row._mapping) for row in await conn.execute(query)}
+    events, moves, applied = [], [], []
+    for change in changes:
+        row = current.get(change.message_uuid)
+        if row is None:
+            continue
+        events.append(
+            {
+                "message_uuid": change.message_uuid,
+                "status": change.status,
+                "timestamp": change.at,
+                "provider_ref": change.provider_ref,
+                "error_code": change.error_code,
+                "error_reason": change.error_reason,
+            }
+        )
+        if moves_forward(row["status"], change.status):
+            row["status"] = change.status
+            row["updated_at"] = change.at
+            moves.append({"key": change.message_uuid, "new_status": change.status, "at": change.at})
+            applied.append((change, dict(row)))
+    if events:
+        await conn.execute(message_events.insert(), events)
+    if moves:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.uuid == bindparam("key"))
+            .values(status=bindparam("new_status"), updated_at=bindparam("at")),
+            moves,
+        )
+    return applied

@@ -1,0 +1,110 @@
+"""Turning status changes and inbound messages into webhook outbox rows.
+
+The URL is fixed when the row is written: the message's own `webhook_url`, else its
+application's status/inbound URL, else (Basic-auth messages) the account's.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from missive.store.statuses import StatusChange
+from missive.store.tables import accounts, applications, webhook_outbox
+from missive.webhooks.payloads import inbound_payload, status_payload
+
+CACHE_SECONDS = 5.0
+
+
+class WebhookTargets:
+    """Webhook URLs of applications and accounts, cached for a few seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._cache: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+
+    async def _load(self, conn: AsyncConnection, table: Any, ident: str) -> dict[str, Any] | None:
+        key = (table.name, ident)
+        hit = self._cache.get(key)
+        now = self._clock()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = (await conn.execute(select(table).where(table.c.id == ident))).first()
+        value = dict(row._mapping) if row else None
+        self._cache[key] = (now + CACHE_SECONDS, value)
+        return value
+
+    async def urls(self, conn: AsyncConnection, account_id: str, application_id: str | None) -> dict[str, Any]:
+        """{"status": (url, method) | None, "inbound": ..., "version": "v1" | "v0.1"}."""
+        owner = None
+        if application_id:
+            owner = await self._load(conn, applications, application_id)
+        if owner is None:
+            owner = await self._load(conn, accounts, account_id) or {}
+        status_url, inbound_url = owner.get("status_url"), owner.get("inbound_url")
+        version = ((owner.get("extra") or {}).get("capabilities", {}).get("messages", {}) or {}).get("version")
+        return {
+            "status": (status_url, owner.get("status_method") or "POST") if status_url else None,
+            "inbound": (inbound_url, owner.get("inbound_method") or "POST") if inbound_url else None,
+            "version": "v0.1" if version == "v0.1" else "v1",
+        }
+
+
+def _row(kind: str, account_id: str, application_id: str | None, message_uuid: str, url: str, method: str, body: dict, now: float) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "account_id": account_id,
+        "target": application_id or account_id,
+        "application_id": application_id,
+        "message_uuid": message_uuid,
+        "kind": kind,
+        "url": url,
+        "method": method,
+        "payload": orjson.dumps(body).decode(),
+        "state": "pending",
+        "due_at": now,
+        "attempts": 0,
+        "claimed_until": None,
+        "last_error": None,
+        "last_status_code": None,
+        "created_at": now,
+        "delivered_at": None,
+    }
+
+
+async def enqueue_status_webhooks(
+    conn: AsyncConnection, targets: WebhookTargets, applied: list[tuple[StatusChange, dict[str, Any]]], now: float
+) -> int:
+    rows = []
+    for change, message in applied:
+        if message["webhook_url"]:
+            url, method = message["webhook_url"], "POST"
+        else:
+            found = (await targets.urls(conn, message["account_id"], message["application_id"]))["status"]
+            if found is None:
+                continue
+            url, method = found
+        body = status_payload(message, change.status, change.at, change.error_code, change.error_reason)
+        rows.append(_row("status", message["account_id"], message["application_id"], message["uuid"], url, method, body, now))
+    if rows:
+        await conn.execute(webhook_outbox.insert(), rows)
+    return len(rows)
+
+
+async def enqueue_inbound_webhook(conn: AsyncConnection, targets: WebhookTargets, inbound: dict[str, Any], now: float) -> bool:
+    urls = await targets.urls(conn, inbound["account_id"], inbound["application_id"])
+    if urls["inbound"] is None:
+        return False
+    url, method = urls["inbound"]
+    body = inbound_payload(inbound, urls["version"])
+    await conn.execute(
+        webhook_outbox.insert(),
+        [_row("inbound", inbound["account_id"], inbound["application_id"], inbound["uuid"], url, method, body, now)],
+    )
+    return True

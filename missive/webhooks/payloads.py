@@ -1,0 +1,77 @@
+"""The bodies of the webhooks Missive sends, in the v1 and the beta (v0.1) shapes.
+
+    v1:   {"message_uuid": "...", "to": "447700900000", "from": "Acme", "channel": "sms",
+           "timestamp": "2026-01-01T14:00:00.000Z", "status": "delivered"}
+    v0.1: {"message_uuid": "...", "to": {"type": "sms", "number": "447700900000"},
+           "from": {"type": "sms", "number": "Acme"}, "timestamp": "...", "status": "delivered"}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from missive.clock import iso
+
+BETA_CHANNEL = {"viber_service": "viber_service_msg"}
+
+
+def _beta_address(channel: str, value: str, business: bool) -> dict[str, str]:
+    """`id` for page and service ids and Viber user ids, `number` for phone numbers."""
+    if channel == "messenger" or (channel == "viber_service" and (business or not value.isdigit())):
+        return {"type": BETA_CHANNEL.get(channel, channel), "id": value}
+    return {"type": BETA_CHANNEL.get(channel, channel), "number": value}
+
+
+def status_payload(
+    message: dict[str, Any],
+    status: str,
+    at: float,
+    error_code: int | None = None,
+    error_reason: str | None = None,
+) -> dict[str, Any]:
+    channel = message["channel"]
+    beta = message["webhook_version"] == "v0.1"
+    payload: dict[str, Any] = {"message_uuid": message["uuid"]}
+    if beta:
+        payload["to"] = _beta_address(channel, message["to_addr"], business=False)
+        payload["from"] = _beta_address(channel, message["from_addr"], business=True)
+    else:
+        payload["to"] = message["to_addr"]
+        payload["from"] = message["from_addr"]
+        payload["channel"] = channel
+    payload["timestamp"] = iso(at)
+    payload["status"] = status
+    if error_code is not None:
+        payload["error"] = {"code": error_code, "reason": error_reason or ""}
+    if message.get("client_ref"):
+        payload["client_ref"] = message["client_ref"]
+    if message.get("workflow_id"):
+        if beta:
+            payload["_links"] = {"workflow": {"href": f"/v1/workflows/{message['workflow_id']}", "workflow_id": message["workflow_id"]}}
+        else:
+            payload["workflow"] = {"workflow_id": message["workflow_id"]}
+    return payload
+
+
+def inbound_payload(inbound: dict[str, Any], version: str) -> dict[str, Any]:
+    """An inbound message: `message_type` with its content (text, image, location...)."""
+    channel = inbound["channel"]
+    content = dict(inbound["payload"])
+    timestamp = iso(inbound["created_at"])
+    if version == "v0.1":
+        return {
+            "message_uuid": inbound["uuid"],
+            "to": _beta_address(channel, inbound["to_addr"], business=True),
+            "from": _beta_address(channel, inbound["from_addr"], business=False),
+            "timestamp": timestamp,
+            "message": {"content": {"type": inbound["message_type"], **content}},
+        }
+    return {
+        "channel": channel,
+        "message_uuid": inbound["uuid"],
+        "to": inbound["to_addr"],
+        "from": inbound["from_addr"],
+        "timestamp": timestamp,
+        "message_type": inbound["message_type"],
+        **content,
+    }

@@ -1,0 +1,195 @@
+"""Delivers the webhook outbox: signed POSTs, retried with backoff for at least a day.
+
+Concurrency is bounded twice: in total, and per target (an application, or an account
+for Basic-auth messages). A target at its bound is left out of the next claims, so one
+slow receiver fills only its own slots and never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from missive.config import Settings
+from missive.store.claims import claim_due
+from missive.store.tables import accounts, webhook_attempts, webhook_outbox
+from missive.store.writer import Batcher
+from missive.webhooks.signing import sign
+
+log = logging.getLogger("missive.webhooks")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    webhook_id: str
+    at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    attempts: int
+    created_at: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def next_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with +-20% jitter, so retries of many webhooks spread out."""
+    return min(cap, base * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
+
+
+class WebhookSender:
+    def __init__(self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.webhook_timeout),
+            limits=httpx.Limits(max_connections=settings.webhook_max_in_flight, max_keepalive_connections=64),
+            follow_redirects=False,
+        )
+        self._results: Batcher[Attempt] = Batcher(engine, self._record, name="webhook-results")
+        self._in_flight: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._secrets: dict[str, tuple[float, str, str]] = {}
+        self.wake = asyncio.Event()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self._results.start()
+        try:
+            while not stopping.is_set():
+                claimed = await self._claim()
+                if not claimed:
+                    await _wait_any(stopping, self.wake, self._settings.poll_interval)
+                    self.wake.clear()
+        finally:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._settings.shutdown_timeout)
+        await self._results.stop()
+        await self._client.aclose()
+
+    async def _claim(self) -> int:
+        room = self._settings.webhook_max_in_flight - sum(self._in_flight.values())
+        if room <= 0:
+            return 0
+        full = [t for t, n in self._in_flight.items() if n >= self._settings.webhook_per_target]
+        now = self._clock()
+        conditions: list[Any] = [webhook_outbox.c.state == "pending"]
+        if full:
+            conditions.append(webhook_outbox.c.target.not_in(full))
+        async with self._engine.begin() as conn:
+            rows = await claim_due(conn, webhook_outbox, webhook_outbox.c.id, now, self._settings.lease_seconds, room, *conditions)
+        overflow = []
+        for row in rows:
+            if self._in_flight[row["target"]] >= self._settings.webhook_per_target:
+                overflow.append(row["id"])
+                continue
+            self._in_flight[row["target"]] += 1
+            task = asyncio.create_task(self._deliver(row))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if overflow:
+            # Claimed past the target's bound within this batch: hand them back at once.
+            async with self._engine.begin() as conn:
+                await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id.in_(overflow)).values(claimed_until=None))
+        return len(rows) - len(overflow)
+
+    async def _signing(self, account_id: str) -> tuple[str, str]:
+        hit = self._secrets.get(account_id)
+        if hit and hit[0] > self._clock():
+            return hit[1], hit[2]
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(accounts.c.api_key, accounts.c.signature_secret).where(accounts.c.id == account_id))).one()
+        self._secrets[account_id] = (self._clock() + 30, row.api_key, row.signature_secret)
+        return row.api_key, row.signature_secret
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        status_code, error = None, None
+        try:
+            body = row["payload"].encode()
+            api_key, secret = await self._signing(row["account_id"])
+            token = sign(body, secret, api_key, row["application_id"])
+            response = await self._client.post(
+                row["url"],
+                content=body,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}", "User-Agent": "Missive"},
+            )
+            status_code = response.status_code
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        except Exception as exc:  # noqa: BLE001 - recorded on the row, retried
+            log.warning("webhook %s: %s", row["id"], exc)
+            error = f"{type(exc).__name__}"
+        finally:
+            self._in_flight[row["target"]] -= 1
+            if self._in_flight[row["target"]] <= 0:
+                del self._in_flight[row["target"]]
+        attempt = Attempt(row["id"], self._clock(), (time.perf_counter() - started) * 1000, status_code, error, row["attempts"] + 1, row["created_at"])
+        try:
+            await self._results.submit(attempt)
+        except Exception as exc:  # noqa: BLE001 - the lease runs out and the webhook is retried
+            log.warning("webhook %s: result not recorded: %s", row["id"], exc)
+        self.wake.set()
+
+    async def _record(self, conn: AsyncConnection, attempts: list[Attempt]) -> None:
+        await conn.execute(
+            webhook_attempts.insert(),
+            [{"webhook_id": a.webhook_id, "at": a.at, "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms} for a in attempts],
+        )
+        updates = []
+        for a in attempts:
+            if a.ok:
+                state, due = "delivered", a.at
+            elif a.at - a.created_at >= self._settings.webhook_retry_for:
+                state, due = "failed", a.at
+            else:
+                state, due = "pending", a.at + next_delay(a.attempts, self._settings.webhook_backoff_base, self._settings.webhook_backoff_cap)
+            updates.append(
+                {
+                    "key": a.webhook_id,
+                    "new_state": state,
+                    "new_due": due,
+                    "new_attempts": a.attempts,
+                    "error": a.error or (None if a.ok else f"HTTP {a.status_code}"),
+                    "code": a.status_code,
+                    "delivered": a.at if a.ok else None,
+                }
+            )
+        await conn.execute(
+            update(webhook_outbox)
+            .where(webhook_outbox.c.id == bindparam("key"))
+            .values(
+                state=bindparam("new_state"),
+                due_at=bindparam("new_due"),
+                attempts=bindparam("new_attempts"),
+                last_error=bindparam("error"),
+                last_status_code=bindparam("code"),
+                delivered_at=bindparam("delivered"),
+                claimed_until=None,
+            ),
+            updates,
+        )
+
+
+async def _wait_any(stopping: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
