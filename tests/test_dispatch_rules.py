@@ -36,22 +36,16 @@ def test_permanent_errors_are_not_retried_and_throttling_honours_the_hint() -> N
 def test_rate_limit_makes_senders_wait_not_fail() -> None:
     now = [0.0]
     slept: list[float] = []
-    limiter = RateLimiter(clock=lambda: now[0])
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    limiter = RateLimiter(clock=lambda: now[0], sleep=sleep)
 
     async def run() -> None:
-        original = asyncio.sleep
-
-        async def fake_sleep(seconds: float) -> None:
-            slept.append(seconds)
-            await original(0)
-
-        asyncio.sleep = fake_sleep  # type: ignore[assignment]
-        try:
-            for _ in range(10):
-                await limiter.acquire("link", rate=5.0)
-            await limiter.acquire("link", rate=5.0, units=3)
-        finally:
-            asyncio.sleep = original  # type: ignore[assignment]
+        for _ in range(10):
+            await limiter.acquire("link", rate=5.0)
+        await limiter.acquire("link", rate=5.0, units=3)
 
     asyncio.run(run())
     # A burst of 5 passes, then each send waits its turn: 1/5 s apart, and 3 parts cost 3.
@@ -62,23 +56,17 @@ def test_rate_limit_makes_senders_wait_not_fail() -> None:
 
 
 def test_throttled_link_pauses_everyone_on_it() -> None:
-    now = [100.0]
-    limiter = RateLimiter(clock=lambda: now[0])
-    limiter.slow_down("link", 2.0)
     waited: list[float] = []
 
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    limiter = RateLimiter(clock=lambda: 100.0, sleep=sleep)
+    limiter.slow_down("link", 2.0)
+
     async def run() -> None:
-        original = asyncio.sleep
-
-        async def fake_sleep(seconds: float) -> None:
-            waited.append(seconds)
-
-        asyncio.sleep = fake_sleep  # type: ignore[assignment]
-        try:
-            await limiter.acquire("link", rate=None)
-            await limiter.acquire("other", rate=None)
-        finally:
-            asyncio.sleep = original  # type: ignore[assignment]
+        await limiter.acquire("link", rate=None)
+        await limiter.acquire("other", rate=None)
 
     asyncio.run(run())
     assert waited == [pytest.approx(2.0)]

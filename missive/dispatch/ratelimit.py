@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class _Bucket:
@@ -24,8 +24,13 @@ class _Bucket:
 
 
 class RateLimiter:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._clock = clock
+        self._sleep = sleep
         self._buckets: dict[str, _Bucket] = {}
         # Until when each link is slowed down after the provider throttled it.
         self._paused: dict[str, float] = {}
@@ -41,7 +46,7 @@ class RateLimiter:
             delay = max(delay, bucket.take(units, now))
         if delay > 0:
             self.waits += 1
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     def slow_down(self, key: str, seconds: float) -> None:
         self._paused[key] = max(self._paused.get(key, 0.0), self._clock() + seconds)
