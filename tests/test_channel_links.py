@@ -358,12 +358,6 @@ def test_link_validation_names_every_bad_field(links: Links, body: Any, names: l
     assert all(p["reason"] for p in problem["invalid_parameters"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_link stops at the first failing stage (pydantic fields, then kind, then channel, "
-    "then config), so a body with several bad fields names only some of them: here "
-    "['name', 'tps'], not channel and config.delivered_after too (API.md: every bad field)",
-)
 def test_link_validation_names_all_bad_fields_at_once(links: Links) -> None:
     body = {
         "kind": "sandbox",
@@ -605,12 +599,6 @@ def test_tps_makes_messages_wait_and_none_fail(routed: Routed) -> None:
         assert sends.count(message_uuid) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the dispatcher's rate limit takes one unit per message, not per SMS part: "
-    "RateLimiter.acquire(link.id, link.tps) is called with units=1 before the send, and SendResult.units "
-    "is never used, so five 3-part SMS pass a 5/s link at once instead of over ~2 s",
-)
 def test_tps_counts_sms_parts(routed: Routed) -> None:
     server = routed.server
     app_id, key = routed.app2

@@ -1224,10 +1224,5 @@ def test_sigterm_stops_within_the_shutdown_timeout_and_a_restart_loses_nothing(
     assert final == {u: "delivered" for u in drained.uuids}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`missive serve` dies by the re-raised SIGTERM (exit -15/143) after a clean "
-    "drain: uvicorn >= 0.29 re-raises captured signals after shutdown",
-)
 def test_sigterm_exit_status_is_zero(drained: Drained) -> None:
     assert drained.returncode == 0

@@ -62,21 +62,39 @@ def link_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _kind_errors(data: dict[str, Any]) -> tuple[list[InvalidParameter], dict[str, Any]]:
+    """Kind, channel and the kind's config, checked on the raw body so that they are
+    reported together with the field errors."""
+    kind, channel = data.get("kind"), data.get("channel")
+    if not isinstance(kind, str) or kind not in KINDS:
+        return [InvalidParameter("kind", f"must be one of {', '.join(KINDS)}")], {}
+    errors = []
+    if channel not in CARRIES[kind]:
+        errors.append(InvalidParameter("channel", f"must be one of {', '.join(CARRIES[kind])}"))
+    config: dict[str, Any] = {}
+    raw = data.get("config", {})
+    if isinstance(raw, dict):
+        try:
+            config = CONFIGS[kind].model_validate(raw).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            errors += [InvalidParameter(f"config.{p.name}", p.reason) for p in invalid_parameters(exc)]
+    return errors, config
+
+
 def parse_link(data: object) -> tuple[LinkRequest, dict[str, Any]]:
     if not isinstance(data, dict):
         raise invalid_params([InvalidParameter("body", "must be a JSON object")])
+    errors: list[InvalidParameter] = []
+    request = None
     try:
         request = LinkRequest.model_validate(data)
     except ValidationError as exc:
-        raise invalid_params(invalid_parameters(exc)) from None
-    if request.kind not in KINDS:
-        raise invalid_params([InvalidParameter("kind", f"must be one of {', '.join(KINDS)}")])
-    if request.channel not in CARRIES[request.kind]:
-        raise invalid_params([InvalidParameter("channel", f"must be one of {', '.join(CARRIES[request.kind])}")])
-    try:
-        config = CONFIGS[request.kind].model_validate(request.config).model_dump(exclude_none=True)
-    except ValidationError as exc:
-        raise invalid_params([InvalidParameter(f"config.{p.name}", p.reason) for p in invalid_parameters(exc)]) from None
+        errors = invalid_parameters(exc)
+    kind_errors, config = _kind_errors(data)
+    named = {e.name for e in errors}
+    errors += [e for e in kind_errors if e.name not in named]
+    if errors or request is None:
+        raise invalid_params(errors)
     return request, config
 
 

@@ -22,6 +22,7 @@ from missive.dispatch.outcomes import Outcome, OutcomeWriter, record_statuses
 from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.retry import RetryPolicy
 from missive.dispatch.routing import LinkRouter
+from missive.sms.gsm import count_parts
 from missive.store.claims import claim_due
 from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, timers
@@ -129,7 +130,7 @@ class Dispatcher:
                 uuid=uuid, channel=message["channel"], message_type=message["message_type"],
                 to=message["to_addr"], sender=message["from_addr"], body=message["body"], attempt=attempt,
             )
-            await self._limiter.acquire(link.id, link.tps)
+            await self._limiter.acquire(link.id, link.tps, _units(message))
             result = await channel.send(outbound, link)
         except SendError as error:
             return self._failed(uuid, attempt, error, link_id=locals().get("link") and link.id)
@@ -184,6 +185,14 @@ class Dispatcher:
     async def _commit_timer_changes(self, conn: AsyncConnection, batches: list[list[StatusChange]]) -> None:
         changes = [c for batch in batches for c in batch]
         await record_statuses(conn, self._writer.targets, changes, self._clock())
+
+
+def _units(message: dict[str, Any]) -> int:
+    """What a message costs against a link's rate: its parts for SMS, else one."""
+    text = message["body"].get("text")
+    if message["channel"] != "sms" or not isinstance(text, str):
+        return 1
+    return count_parts(text, (message["body"].get("sms") or {}).get("encoding_type"))
 
 
 async def _messages(conn: AsyncConnection, uuids: list[str]) -> dict[str, dict[str, Any]]:
