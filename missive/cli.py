@@ -6,22 +6,19 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive import credentials
+from missive.cli_support import account_id_for, channel_add_cli, emit, fail, with_engine
 from missive.config import Settings
+from missive.dispatch.callbacks import record_inbound
 from missive.store import accounts as account_store
 from missive.store import applications as app_store
 from missive.store import links as link_store
-from missive.store.inbound import record_inbound
-from missive.store.db import make_engine, migrate
-from missive.store.tables import accounts
 
 app = typer.Typer(help="Missive: the Messages and Workflows APIs on your own machines.", no_args_is_help=True)
 account_cli = typer.Typer(help="Accounts (api_key, api_secret, signature secret).", no_args_is_help=True)
@@ -32,29 +29,7 @@ app.add_typer(account_cli, name="account")
 app.add_typer(app_cli, name="app")
 app.add_typer(channel_cli, name="channel")
 app.add_typer(sandbox_cli, name="sandbox")
-
-T = TypeVar("T")
-
-
-def _with_engine(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    async def run() -> T:
-        engine = make_engine(Settings())
-        try:
-            await migrate(engine)
-            return await work(engine)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def _emit(data: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(data))
-        return
-    for key, value in data.items():
-        typer.echo(f"{key}: {value}")
-
+channel_cli.add_typer(channel_add_cli, name="add")
 
 @app.command()
 def serve(
@@ -70,10 +45,10 @@ def serve(
     from missive.api.app import create_app
 
     settings = Settings()
-    created = _with_engine(_bootstrap_account)
+    created = with_engine(_bootstrap_account)
     if created is not None:
         typer.echo("Created the first account. Keep these; the secret is not shown again:")
-        _emit({"api_key": created.api_key, "api_secret": created.api_secret, "signature_secret": created.signature_secret}, False)
+        emit({"api_key": created.api_key, "api_secret": created.api_secret, "signature_secret": created.signature_secret}, False)
     if tls_self_signed:
         from missive.tls import self_signed
 
@@ -109,15 +84,15 @@ async def _bootstrap_account(engine: AsyncEngine) -> account_store.NewAccount | 
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply the database migrations (serve does this at start too)."""
-    _with_engine(lambda engine: asyncio.sleep(0))
+    with_engine(lambda engine: asyncio.sleep(0))
     typer.echo("database is up to date")
 
 
 @account_cli.command("create")
 def account_create(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Create an account; its api_secret is printed once and only its hash is kept."""
-    created = _with_engine(account_store.create_account)
-    _emit({"api_key": created.api_key, "api_secret": created.api_secret, "signature_secret": created.signature_secret}, as_json)
+    created = with_engine(account_store.create_account)
+    emit({"api_key": created.api_key, "api_secret": created.api_secret, "signature_secret": created.signature_secret}, as_json)
 
 
 @account_cli.command("update")
@@ -128,24 +103,11 @@ def account_update(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Set the account's own webhook URLs (used by messages sent with Basic auth)."""
-    found = _with_engine(lambda engine: account_store.update_webhooks(engine, api_key, status_url, inbound_url))
+    found = with_engine(lambda engine: account_store.update_webhooks(engine, api_key, status_url, inbound_url))
     if not found:
         typer.echo(f"no account with api_key {api_key}", err=True)
         raise typer.Exit(1)
-    _emit({"api_key": api_key, "updated": True}, as_json)
-
-
-async def _account_id(engine: AsyncEngine, api_key: str | None) -> str:
-    async with engine.connect() as conn:
-        query = select(accounts.c.id, accounts.c.api_key).order_by(accounts.c.created_at)
-        if api_key:
-            query = query.where(accounts.c.api_key == api_key)
-        rows = (await conn.execute(query)).all()
-    if not rows:
-        raise LookupError(f"no account with api_key {api_key}" if api_key else "no account yet: run `missive account create`")
-    if len(rows) > 1:
-        raise LookupError("several accounts exist: say which with --api-key")
-    return str(rows[0].id)
+    emit({"api_key": api_key, "updated": True}, as_json)
 
 
 @app_cli.command("create")
@@ -174,17 +136,17 @@ def app_create(
     )
 
     async def work(engine: AsyncEngine) -> dict:
-        return await app_store.create_application(engine, await _account_id(engine, api_key), fields)
+        return await app_store.create_application(engine, await account_id_for(engine, api_key), fields)
 
     try:
-        row = _with_engine(work)
+        row = with_engine(work)
     except LookupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     out: dict[str, Any] = {"id": row["id"], "name": row["name"]}
     if private_key:
         out["private_key"] = private_key
-    _emit(out, as_json)
+    emit(out, as_json)
 
 
 @app.command()
@@ -193,11 +155,6 @@ def dispatch() -> None:
     from missive.dispatch.runner import run_dispatcher
 
     asyncio.run(run_dispatcher(Settings()))
-
-
-def _fail(message: str) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(1)
 
 
 @channel_cli.command("list")
@@ -209,55 +166,17 @@ def channel_list(
     from missive.api.channels import link_view
 
     async def work(engine: AsyncEngine) -> list[dict]:
-        return await link_store.list_links(engine, await _account_id(engine, api_key))
+        return await link_store.list_links(engine, await account_id_for(engine, api_key))
 
     try:
-        views = [link_view(row) for row in _with_engine(work)]
+        views = [link_view(row) for row in with_engine(work)]
     except LookupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps(views))
         return
     for view in views:
         typer.echo(f"{view['id']}  {view['kind']:<8} {view['channel']:<14} {view['name']}{'  (default)' if view['default'] else ''}")
-
-
-@channel_cli.command("add")
-def channel_add(
-    kind: str = typer.Argument(..., help="Provider kind: sandbox."),
-    channel: str = typer.Option(..., help="API channel carried: sms, messenger or viber_service."),
-    name: str = typer.Option(None, help="A name for the link."),
-    app_id: str = typer.Option(None, "--app", help="Only for this application."),
-    tps: float = typer.Option(None, help="Messages per second at most."),
-    default: bool = typer.Option(False, "--default", help="The account's default link for the channel."),
-    delivered_after: float = typer.Option(None, help="Sandbox: seconds until `delivered`."),
-    read_after: float = typer.Option(None, help="Sandbox: seconds until `read`."),
-    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Link a provider account to a channel."""
-    from missive.api.channels import link_view, parse_link
-    from missive.api.errors import ProblemError
-
-    config = {k: v for k, v in {"delivered_after": delivered_after, "read_after": read_after}.items() if v is not None}
-    body = {"kind": kind, "channel": channel, "name": name or f"{kind}-{channel}", "application_id": app_id,
-            "tps": tps, "default": default, "config": config}
-    try:
-        parsed, clean = parse_link(body)
-    except ProblemError as problem:
-        _fail("; ".join(f"{p.name}: {p.reason}" for p in problem.invalid_parameters) or problem.detail)
-
-    async def work(engine: AsyncEngine) -> dict:
-        account_id = await _account_id(engine, api_key)
-        if parsed.application_id and await app_store.get_application(engine, parsed.application_id, account_id) is None:
-            raise LookupError(f"no application {parsed.application_id} in this account")
-        return await link_store.create_link(engine, account_id, parsed.kind, parsed.channel, parsed.name, clean,
-                                            parsed.application_id, parsed.tps, parsed.default)
-
-    try:
-        _emit(link_view(_with_engine(work)), as_json)
-    except LookupError as exc:
-        _fail(str(exc))
 
 
 @channel_cli.command("remove")
@@ -268,13 +187,13 @@ def channel_remove(
     """Remove a channel link; its channel falls back to another link or the sandbox."""
 
     async def work(engine: AsyncEngine) -> bool:
-        return await link_store.delete_link(engine, await _account_id(engine, api_key), link_id)
+        return await link_store.delete_link(engine, await account_id_for(engine, api_key), link_id)
 
     try:
-        if not _with_engine(work):
-            _fail(f"no channel link {link_id}")
+        if not with_engine(work):
+            fail(f"no channel link {link_id}")
     except LookupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"removed {link_id}")
 
 
@@ -309,23 +228,27 @@ def sandbox_inbound(
         try:
             body["location"] = {"lat": float(lat), "long": float(long)}
         except ValueError:
-            _fail("--location must be LAT,LONG")
+            fail("--location must be LAT,LONG")
     try:
         parsed = parse_inbound(body)
     except ProblemError as problem:
-        _fail("; ".join(f"{p.name}: {p.reason}" for p in problem.invalid_parameters))
+        fail("; ".join(f"{p.name}: {p.reason}" for p in problem.invalid_parameters))
 
     async def work(engine: AsyncEngine) -> dict:
-        account_id = await _account_id(engine, api_key)
+        account_id = await account_id_for(engine, api_key)
         if parsed.application_id and await app_store.get_application(engine, parsed.application_id, account_id) is None:
             raise LookupError(f"no application {parsed.application_id} in this account")
         return await record_inbound(engine, WebhookTargets(), parsed.event(), account_id, parsed.application_id)
 
     try:
-        row = _with_engine(work)
+        row = with_engine(work)
     except LookupError as exc:
-        _fail(str(exc))
-    _emit({"message_uuid": row["uuid"]}, as_json)
+        fail(str(exc))
+    emit({"message_uuid": row["uuid"]}, as_json)
+
+
+# Each link kind's `missive channel add KIND` lives in its own module.
+from missive import cli_links  # noqa: E402,F401
 
 
 def main() -> None:

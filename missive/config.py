@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     webhook_backoff_base: float = 5.0
     webhook_backoff_cap: float = 3600.0
 
+    # Where Missive is reachable from the internet (provider webhooks are registered on it).
+    public_url: str | None = None
+    # Provider APIs: settings so that tests and proxies can point them elsewhere.
+    graph_api_url: str = "https://graph.facebook.com"
+    graph_api_version: str = "v19.0"
+    viber_api_url: str = "https://chatapi.viber.com"
+    provider_timeout: float = 10.0
+
     # The sandbox channel's simulated receipts, and an optional log of what reached it.
     sandbox_delivered_after: float = 1.0
     sandbox_read_after: float = 2.0

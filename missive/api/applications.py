@@ -18,8 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from missive import credentials
-from missive.api.errors import InvalidParameter, invalid_params, not_found
 from missive.api.body import read_json
+from missive.api.errors import InvalidParameter, invalid_params, not_found
 from missive.api.responses import json_response
 from missive.api.services import services
 from missive.schemas.common import Url, invalid_parameters

@@ -20,20 +20,11 @@ from missive.api.body import read_json
 from missive.api.errors import InvalidParameter, invalid_params, not_found
 from missive.api.responses import json_response
 from missive.api.services import services
-from missive.channels.registry import CARRIES, KINDS, secret_keys
+from missive.channels.registry import CARRIES, KINDS, config_model, secret_keys
 from missive.clock import iso
 from missive.schemas.common import invalid_parameters
 from missive.store import applications as app_store
 from missive.store import links as store
-
-
-class SandboxConfig(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-    delivered_after: float | None = Field(None, ge=0, le=86400)
-    read_after: float | None = Field(None, ge=0, le=86400)
-
-
-CONFIGS: dict[str, type[BaseModel]] = {"sandbox": SandboxConfig}
 
 
 class LinkRequest(BaseModel):
@@ -75,7 +66,7 @@ def _kind_errors(data: dict[str, Any]) -> tuple[list[InvalidParameter], dict[str
     raw = data.get("config", {})
     if isinstance(raw, dict):
         try:
-            config = CONFIGS[kind].model_validate(raw).model_dump(exclude_none=True)
+            config = config_model(kind).model_validate(raw).model_dump(exclude_none=True)
         except ValidationError as exc:
             errors += [InvalidParameter(f"config.{p.name}", p.reason) for p in invalid_parameters(exc)]
     return errors, config

@@ -12,14 +12,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from missive.api.errors import InvalidParameter, ProblemError, invalid_params, not_found
 from missive.api.body import read_json
+from missive.api.errors import InvalidParameter, ProblemError, invalid_params, not_found
 from missive.api.responses import json_response
 from missive.api.services import services
 from missive.clock import iso, parse_iso
 from missive.schemas.beta import validate_beta
 from missive.schemas.v1 import PAYLOAD_FIELDS, SUPPORTED_CHANNELS, UNSUPPORTED_CHANNELS, validate_v1
-from missive.store.messages import MessageFilter, Scope, get_message, list_messages, new_message_rows
+from missive.store.messages import (
+    MessageFilter,
+    Scope,
+    get_message,
+    list_messages,
+    new_message_rows,
+)
 
 STATUSES = ("accepted", "submitted", "delivered", "read", "rejected", "undeliverable")
 PAGE_SIZE_DEFAULT = 20

@@ -21,9 +21,9 @@ from missive.api.errors import InvalidParameter, invalid_params
 from missive.api.responses import json_response
 from missive.api.services import services
 from missive.channels.base import InboundEvent
+from missive.dispatch.callbacks import record_inbound
 from missive.schemas.common import Audio, File, Image, Strict, Video, invalid_parameters
 from missive.store import applications as app_store
-from missive.store.inbound import record_inbound
 
 CONTENT_KEYS = ("text", "image", "audio", "video", "file", "location")
 

@@ -2,6 +2,7 @@
 
     SendError                   the dispatcher asks only `error.retryable`
       Rejected(code, reason)    refused for good -> status `rejected`
+      Undeliverable(code, reason)  the provider cannot reach the user -> `undeliverable`
       Misconfigured(reason)     the link cannot work as configured -> `rejected` (1030)
       Unavailable(reason)       provider down, 5xx, timeout -> retried with backoff
       Throttled(retry_after)    provider says slow down -> retried, link slowed
@@ -56,9 +57,9 @@ class FollowUp:
 @dataclass(frozen=True)
 class SendResult:
     provider_ref: str
-    # How many provider units the send used (SMS parts), for rate limits.
-    units: int = 1
     follow_ups: tuple[FollowUp, ...] = ()
+    # Every reference a receipt may carry (one per SMS part); provider_ref when empty.
+    all_refs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ class SendError(Exception):
 
 
 class Rejected(SendError):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class Undeliverable(SendError):
+    """The provider says it cannot reach this user: final, status `undeliverable`."""
+
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code

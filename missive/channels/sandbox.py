@@ -19,7 +19,17 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
-from missive.channels.base import ChannelLink, FollowUp, OutboundMessage, Rejected, SendResult, Unavailable
+from pydantic import BaseModel, ConfigDict, Field
+
+from missive.channels.base import (
+    ChannelLink,
+    FollowUp,
+    OutboundMessage,
+    Rejected,
+    SendResult,
+    Unavailable,
+)
+from missive.config import Settings
 
 READ_RECEIPT_CHANNELS = ("messenger", "viber_service")
 DEFAULT_DELIVERED_AFTER = 1.0
@@ -31,11 +41,19 @@ def _delay(config: dict[str, Any], key: str, default: float) -> float:
     return float(value) if isinstance(value, (int, float)) and value >= 0 else default
 
 
+class SandboxConfig(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    delivered_after: float | None = Field(None, ge=0, le=86400)
+    read_after: float | None = Field(None, ge=0, le=86400)
+
+
 class SandboxChannel:
     kind: ClassVar[str] = "sandbox"
+    carries: ClassVar[tuple[str, ...]] = ("sms", "messenger", "viber_service")
     secrets: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type[BaseModel]] = SandboxConfig
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
         self._logs: dict[str, Any] = {}
 
     async def send(self, message: OutboundMessage, link: ChannelLink) -> SendResult:

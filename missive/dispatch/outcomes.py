@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.channels.base import FollowUp
 from missive.store.statuses import StatusChange, apply_changes
-from missive.store.tables import outbox, timers
+from missive.store.tables import outbox, provider_refs, timers
 from missive.webhooks.outbox import WebhookTargets, enqueue_status_webhooks
 
 
@@ -22,6 +22,8 @@ class Outcome:
     # A status to record (submitted, rejected, undeliverable), or None for a retry.
     change: StatusChange | None = None
     follow_ups: tuple[FollowUp, ...] = ()
+    # (link kind, provider reference) pairs by which receipts will find this message.
+    refs: tuple[tuple[str, str], ...] = ()
     retry_at: float | None = None
     attempts: int = 0
     error: str | None = None
@@ -55,6 +57,13 @@ class OutcomeWriter:
             for o in done
             for f in o.follow_ups
         ]
+        ref_rows = [
+            {"kind": kind, "ref": ref, "message_uuid": o.message_uuid, "created_at": o.at}
+            for o in done
+            for kind, ref in o.refs
+        ]
+        if ref_rows:
+            await conn.execute(provider_refs.insert(), ref_rows)
         if timer_rows:
             await conn.execute(timers.insert(), timer_rows)
         await record_statuses(conn, self.targets, [o.change for o in done if o.change is not None], max((o.at for o in outcomes), default=0.0))

@@ -15,7 +15,14 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from missive.channels.base import Channel, OutboundMessage, SendError, Throttled, Unavailable
+from missive.channels.base import (
+    Channel,
+    OutboundMessage,
+    SendError,
+    Throttled,
+    Unavailable,
+    Undeliverable,
+)
 from missive.channels.registry import build_channels
 from missive.config import Settings
 from missive.dispatch.outcomes import Outcome, OutcomeWriter, record_statuses
@@ -43,7 +50,7 @@ class Dispatcher:
         self._engine = engine
         self._settings = settings
         self._clock = clock
-        self._channels = channels if channels is not None else build_channels()
+        self._channels = channels if channels is not None else build_channels(settings)
         self._router = LinkRouter(engine, settings, clock)
         self._limiter = RateLimiter()
         self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
@@ -121,6 +128,9 @@ class Dispatcher:
 
     async def _attempt(self, message: dict[str, Any], attempt: int) -> Outcome:
         uuid = message["uuid"]
+        if _expired(message, self._clock()):
+            now = self._clock()
+            return Outcome(uuid, now, StatusChange(uuid, "undeliverable", now, error_code=1360, error_reason="TTL was activated"))
         try:
             link = await self._router.route(message)
             channel = self._channels.get(link.kind)
@@ -138,7 +148,10 @@ class Dispatcher:
             log.exception("message %s: channel raised", uuid)
             return self._failed(uuid, attempt, Unavailable(f"{type(exc).__name__}"), None)
         now = self._clock()
-        return Outcome(uuid, now, StatusChange(uuid, "submitted", now, provider_ref=result.provider_ref), result.follow_ups)
+        refs = tuple((link.kind, ref) for ref in (result.all_refs or (result.provider_ref,)))
+        return Outcome(
+            uuid, now, StatusChange(uuid, "submitted", now, provider_ref=result.provider_ref), result.follow_ups, refs
+        )
 
     def _failed(self, uuid: str, attempt: int, error: SendError, link_id: str | None) -> Outcome:
         now = self._clock()
@@ -147,7 +160,7 @@ class Dispatcher:
         delay = self._policy.delay(attempt, error)
         if delay is not None:
             return Outcome(uuid, now, retry_at=now + delay, attempts=attempt, error=str(error))
-        status = "undeliverable" if error.retryable else "rejected"
+        status = "undeliverable" if error.retryable or isinstance(error, Undeliverable) else "rejected"
         return Outcome(uuid, now, StatusChange(uuid, status, now, error_code=error.code, error_reason=error.reason))
 
     # -- timers -----------------------------------------------------------------------
@@ -185,6 +198,12 @@ class Dispatcher:
     async def _commit_timer_changes(self, conn: AsyncConnection, batches: list[list[StatusChange]]) -> None:
         changes = [c for batch in batches for c in batch]
         await record_statuses(conn, self._writer.targets, changes, self._clock())
+
+
+def _expired(message: dict[str, Any], now: float) -> bool:
+    """A Viber message not sent within its ttl is dropped rather than sent late."""
+    ttl = (message["body"].get("viber_service") or {}).get("ttl") if message["channel"] == "viber_service" else None
+    return isinstance(ttl, (int, float)) and now > message["created_at"] + ttl
 
 
 def _units(message: dict[str, Any]) -> int:

@@ -21,8 +21,8 @@ from missive.schemas.common import (
     MessengerOptions,
     SmsOptions,
     Strict,
-    Video,
     ViberOptions,
+    Video,
     invalid_parameters,
 )
 from missive.schemas.v1 import PAYLOAD_FIELDS, validate_v1

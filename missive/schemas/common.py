@@ -10,7 +10,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from missive.api.errors import InvalidParameter
 
-
 _HOST = re.compile(r"^[a-z0-9._\-]+$|^[0-9a-f:.]+$")
 
 

@@ -14,7 +14,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
 from missive.api.errors import InvalidParameter, invalid_params, unsupported_channel
-from missive.schemas.addresses import normalise_msisdn, normalise_sms_sender, normalise_viber_recipient
+from missive.schemas.addresses import (
+    normalise_msisdn,
+    normalise_sms_sender,
+    normalise_viber_recipient,
+)
 from missive.schemas.common import (
     Audio,
     File,
@@ -23,8 +27,8 @@ from missive.schemas.common import (
     SmsOptions,
     Strict,
     Url,
-    Video,
     ViberOptions,
+    Video,
     invalid_parameters,
     messenger_rules,
 )

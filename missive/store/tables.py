@@ -186,3 +186,38 @@ inbound_messages = Table(
     Column("created_at", Double, nullable=False),
     Index("ix_inbound_account_created", "account_id", "created_at"),
 )
+
+# Provider references of sent messages (a Graph message id, a Viber message token, an
+# SMSC id per part): how receipts find their message, across restarts.
+provider_refs = Table(
+    "provider_refs",
+    metadata,
+    Column("kind", String(20), primary_key=True),
+    Column("ref", String(200), primary_key=True),
+    Column("message_uuid", String(36), nullable=False, index=True),
+    Column("created_at", Double, nullable=False),
+)
+
+# Provider events already handled (by message id or token): each is handled once even
+# when the provider sends it again.
+seen_events = Table(
+    "seen_events",
+    metadata,
+    Column("kind", String(20), primary_key=True),
+    Column("event_key", String(200), primary_key=True),
+    Column("created_at", Double, nullable=False),
+)
+
+# What Missive has learned about a provider's users: a Viber user's phone number (from a
+# shared contact), whether they are subscribed, whether they ever got a transaction.
+provider_users = Table(
+    "provider_users",
+    metadata,
+    Column("link_id", String(36), primary_key=True),
+    Column("user_id", String(100), primary_key=True),
+    Column("phone", String(32)),
+    Column("subscribed", Integer, nullable=False, server_default="1"),
+    Column("had_transaction", Integer, nullable=False, server_default="0"),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_provider_users_phone", "link_id", "phone"),
+)
