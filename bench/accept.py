@@ -65,8 +65,9 @@ def ensure_wrk() -> str:
                        stdout=subprocess.DEVNULL)
         found = shutil.which("wrk")
     if found is None:
-        sys.exit("wrk is needed: `sudo apt-get install wrk` (Debian/Ubuntu), "
-                 "`brew install wrk`, or build https://github.com/wg/wrk")
+        print("wrk is needed: `sudo apt-get install wrk` (Debian/Ubuntu), `brew install wrk`, "
+              "or build https://github.com/wg/wrk", file=sys.stderr)
+        sys.exit(2)
     return found
 
 
@@ -88,6 +89,19 @@ def plan_pinning() -> Pinning:
     server, load = str(cpus[0]), str(cpus[1])
     return Pinning([taskset, "-c", server], [taskset, "-c", load],
                    f"server pinned to CPU {server}, wrk to CPU {load} (taskset)")
+
+
+def code_version() -> str:
+    """The commit under test, and whether the working tree differs from it."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=BENCH_DIR, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "code version unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)missive")
+    return f"missive at {commit}" + (" + uncommitted changes" if dirty else "")
 
 
 # --- servers -------------------------------------------------------------------------
@@ -193,19 +207,17 @@ def cpu_snapshot(pid: int) -> Cpu:
 
 
 def _thread_cpu(pid: int) -> tuple[float, float]:
-    main = other = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            # comm (field 2) may hold spaces; utime and stime are fields 14 and 15.
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # the thread ended between listing and reading
-        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        if task.name == str(pid):
-            main += seconds
-        else:
-            other += seconds
-    return main, other
+    # The process totals include threads that have ended (aiosqlite's worker thread
+    # goes with its connection when the pool discards one); the task's are its own.
+    total = _stat_cpu(Path(f"/proc/{pid}/stat"))
+    main = _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return main, total - main
+
+
+def _stat_cpu(stat: Path) -> float:
+    # comm (field 2) may hold spaces; utime and stime are fields 14 and 15.
+    fields = stat.read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _machine_busy() -> float:
@@ -507,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     load = Load(args.connections, min(threads, args.connections), args.duration, args.grace)
     print(f"POST {PATH}: {load.connections} connections, {load.seconds} s per server, "
           f"wrk {load.threads} thread(s); {pin.note}", flush=True)
+    print(code_version())
     if args.server_env:
         print(f"missive serve environment: {args.server_env}")
     with tempfile.TemporaryDirectory(prefix="missive-bench-") as tmp:

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     dispatch_in_serve: bool = True
     lease_seconds: float = 60.0
     poll_interval: float = 0.2
-    dispatch_max_in_flight: int = 512
+    # Sends not yet recorded are what a crash may send twice: keep this modest.
+    dispatch_max_in_flight: int = 128
     dispatch_max_attempts: int = 10
     dispatch_backoff_base: float = 1.0
     dispatch_backoff_cap: float = 300.0

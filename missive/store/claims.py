@@ -38,4 +38,5 @@ async def claim_due(
         .values(claimed_until=now + lease)
         .returning(*table.c)
     )
-    return [dict(row._mapping) for row in result]
+    # RETURNING gives no order: hand the oldest due rows out first.
+    return sorted((dict(row._mapping) for row in result), key=lambda row: row["due_at"])
