@@ -30,6 +30,7 @@ test: install-test
 
 bench: install-test
 	$(BIN)/python bench/accept.py
+	$(BIN)/python bench/dispatch.py
 
 clean:
 	rm -rf $(VENV) *.egg-info
