@@ -42,6 +42,9 @@ def test_every_route_is_documented(document: dict) -> None:
     assert "post" in paths["/v0.1/messages"] and "post" in paths["/beta/messages"]
     assert set(paths["/v2/applications"]) == {"post", "get"}
     assert set(paths["/v2/applications/{app_id}"]) == {"get", "put", "delete"}
+    assert set(paths["/v1/channels"]) == {"post", "get"}
+    assert set(paths["/v1/channels/{link_id}"]) == {"get", "delete"}
+    assert "post" in paths["/v1/sandbox/inbound"]
     Draft202012Validator.check_schema(document["components"]["schemas"]["V1Message"])
 
 
@@ -69,6 +72,21 @@ def test_beta_schema_and_read_back_shape(server: Server, document: dict) -> None
     assert validator(document, "Message").is_valid(read.json()), read.text
     page = httpx.get(f"{server.url}/v1/messages", auth=server.basic)
     assert validator(document, "MessagePage").is_valid(page.json())
+
+
+def test_channel_link_and_sandbox_shapes(server: Server, document: dict) -> None:
+    body = {"kind": "sandbox", "channel": "sms", "name": "doc", "config": {"delivered_after": 0.1}}
+    assert validator(document, "ChannelLinkRequest").is_valid(body)
+    created = httpx.post(f"{server.url}/v1/channels", json=body, auth=server.basic)
+    assert created.status_code == 201, created.text
+    assert validator(document, "ChannelLink").is_valid(created.json())
+    listed = httpx.get(f"{server.url}/v1/channels", auth=server.basic)
+    assert validator(document, "ChannelLinkList").is_valid(listed.json())
+    httpx.delete(f"{server.url}/v1/channels/{created.json()['id']}", auth=server.basic)
+    inbound = {"channel": "messenger", "from": "123", "text": "hi"}
+    assert validator(document, "SandboxInbound").is_valid(inbound)
+    sent = httpx.post(f"{server.url}/v1/sandbox/inbound", json=inbound, auth=server.basic)
+    assert sent.status_code == 202 and validator(document, "MessageAccepted").is_valid(sent.json())
 
 
 def test_interactive_docs_are_served_locally(server: Server) -> None:

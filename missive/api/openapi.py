@@ -9,6 +9,8 @@ from pydantic import TypeAdapter
 
 from missive import __version__
 from missive.api.applications import ApplicationRequest
+from missive.api.channels import LinkRequest
+from missive.api.sandbox import SandboxInbound
 from missive.schemas.beta import BetaMessage
 from missive.schemas.v1 import V1Message
 
@@ -120,6 +122,22 @@ APPLICATION = {
     },
 }
 
+CHANNEL_LINK = {
+    "type": "object",
+    "required": ["id", "kind", "channel", "name", "default", "config", "created_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"type": "string"},
+        "channel": {"type": "string"},
+        "name": {"type": "string"},
+        "application_id": {"type": ["string", "null"]},
+        "tps": {"type": ["number", "null"]},
+        "default": {"type": "boolean"},
+        "config": {"type": "object", "description": "The link's settings; credentials are never returned"},
+        "created_at": {"type": "string"},
+    },
+}
+
 APPLICATION_PAGE = {
     "type": "object",
     "required": ["page_size", "page", "total_items", "total_pages", "_embedded", "_links"],
@@ -195,6 +213,14 @@ def openapi_document() -> dict[str, Any]:
     v1 = _schema(components, "V1Message", V1Message)
     beta = _schema(components, "BetaMessage", BetaMessage)
     app_request = _schema(components, "ApplicationRequest", ApplicationRequest)
+    link_request = _schema(components, "ChannelLinkRequest", LinkRequest)
+    sandbox_inbound = _schema(components, "SandboxInbound", SandboxInbound)
+    components["ChannelLink"] = CHANNEL_LINK
+    components["ChannelLinkList"] = {
+        "type": "object",
+        "required": ["_embedded"],
+        "properties": {"_embedded": {"type": "object", "properties": {"channels": {"type": "array", "items": {"$ref": REF.format(model="ChannelLink")}}}}},
+    }
 
     def ref(name: str) -> dict[str, str]:
         return {"$ref": REF.format(model=name)}
@@ -267,8 +293,32 @@ def openapi_document() -> dict[str, Any]:
             ),
         },
     }
+    link_ok = {"200": {"description": "The channel link", "content": _json(ref("ChannelLink"))}}
+    paths["/v1/channels"] = {
+        "post": _operation(
+            "Link a provider account to a channel",
+            "createChannelLink",
+            _responses({"201": {"description": "Created", "content": _json(ref("ChannelLink"))}}, 400, 413, 415, 422),
+            link_request,
+        ),
+        "get": _operation("List channel links", "listChannelLinks", _responses({"200": {"description": "Links", "content": _json(ref("ChannelLinkList"))}})),
+    }
+    paths["/v1/channels/{link_id}"] = {
+        "get": _operation("Get a channel link", "getChannelLink", _responses(link_ok, 404), params=[_path("link_id")]),
+        "delete": _operation(
+            "Remove a channel link", "deleteChannelLink", _responses({"204": {"description": "Removed"}}, 404), params=[_path("link_id")]
+        ),
+    }
+    paths["/v1/sandbox/inbound"] = {
+        "post": _operation(
+            "Make the sandbox receive a message from a user",
+            "sandboxInbound",
+            _responses(accepted, 400, 413, 415, 422),
+            sandbox_inbound,
+        )
+    }
     for path, item in paths.items():
-        if path.startswith("/v2/"):
+        if path.startswith(("/v2/", "/v1/channels")):
             for operation in item.values():
                 operation["security"] = [{"basicAuth": []}]
     return {
