@@ -1,0 +1,55 @@
+"""`missive dispatch` alone beside an API-only `missive serve`, sharing one database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.harness import missive, missive_json, start_server
+
+FAST = {
+    "MISSIVE_SANDBOX_DELIVERED_AFTER": "0.1",
+    "MISSIVE_POLL_INTERVAL": "0.05",
+    "MISSIVE_WEBHOOK_BACKOFF_BASE": "0.05",
+}
+
+
+def test_a_separate_dispatcher_delivers_and_stops_cleanly(tmp_path: Path) -> None:
+    account = missive_json(tmp_path, "account", "create")
+    with WebhookReceiver() as receiver:
+        assert missive(tmp_path, "account", "update", "--api-key", account["api_key"],
+                       "--status-url", receiver.url("/status")).returncode == 0
+        api = start_server(tmp_path, env={**FAST, "MISSIVE_DISPATCH_IN_SERVE": "false"})
+        dispatcher = subprocess.Popen(
+            [sys.executable, "-m", "missive", "dispatch"],
+            env={**os.environ, "MISSIVE_DATA_DIR": str(tmp_path), **FAST},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            uuids = []
+            for i in range(20):
+                body = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme", "text": f"m{i}"}
+                response = httpx.post(f"{api.url}/v1/messages", json=body, auth=(account["api_key"], account["api_secret"]))
+                assert response.status_code == 202
+                uuids.append(response.json()["message_uuid"])
+            hooks = receiver.wait_for(
+                lambda hs: {(h.json["message_uuid"], h.json["status"]) for h in hs}
+                >= {(u, s) for u in uuids for s in ("submitted", "delivered")}
+            )
+            assert all(h.path == "/status" for h in hooks)
+            dispatcher.send_signal(signal.SIGTERM)
+            output, _ = dispatcher.communicate(timeout=30)
+            assert dispatcher.returncode == 0, output
+            # The API process never dispatched: it has no dispatcher to stop.
+            statuses = {httpx.get(f"{api.url}/v1/messages/{u}", auth=(account["api_key"], account["api_secret"])).json()["status"] for u in uuids}
+            assert statuses == {"delivered"}
+        finally:
+            if dispatcher.poll() is None:
+                dispatcher.kill()
+            api.stop()
