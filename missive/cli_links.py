@@ -22,3 +22,57 @@ def add_sandbox(
     """The simulated provider, with its own receipt delays or rate."""
     add_link("sandbox", channel, name, {"delivered_after": delivered_after, "read_after": read_after},
              app_id, tps, default, api_key, as_json)
+
+
+@channel_add_cli.command("messenger")
+def add_messenger(
+    page_id: str = typer.Option(..., help="The Facebook page id."),
+    page_token: str = typer.Option(..., help="The page access token (stored, never shown)."),
+    app_secret: str = typer.Option(..., help="The Facebook app secret: checks webhook signatures (stored, never shown)."),
+    verify_token: str = typer.Option(..., help="The token of the webhook subscription handshake."),
+    name: str = typer.Option(None, help="A name for the link."),
+    app_id: str = typer.Option(None, "--app", help="Only for this application."),
+    tps: float = typer.Option(None, help="Messages per second at most."),
+    default: bool = typer.Option(False, "--default", help="The account's default link for Messenger."),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A Facebook page, sending through the Graph API and receiving on /inbound/messenger."""
+    add_link("messenger", "messenger", name,
+             {"page_id": page_id, "page_token": page_token, "app_secret": app_secret, "verify_token": verify_token},
+             app_id, tps, default, api_key, as_json)
+
+
+@channel_add_cli.command("viber")
+def add_viber(
+    service_id: str = typer.Option(..., help="The Viber service (bot) id: the `from` of its messages."),
+    auth_token: str = typer.Option(..., help="The service's auth token (stored, never shown)."),
+    sender_name: str = typer.Option(None, help="The sender name shown with messages."),
+    sender_avatar: str = typer.Option(None, help="The sender avatar URL."),
+    name: str = typer.Option(None, help="A name for the link."),
+    app_id: str = typer.Option(None, "--app", help="Only for this application."),
+    tps: float = typer.Option(None, help="Messages per second at most."),
+    default: bool = typer.Option(False, "--default", help="The account's default link for Viber."),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A Viber service, sending through Viber's REST API; with MISSIVE_PUBLIC_URL set, its
+    callbacks are registered with Viber (set_webhook) at /inbound/viber/SERVICE_ID."""
+    import asyncio
+
+    from missive.api.inbound_viber import register_webhook
+    from missive.channels.base import SendError
+    from missive.cli_support import fail
+    from missive.config import Settings
+
+    row = add_link("viber", "viber_service", name,
+                   {"service_id": service_id, "auth_token": auth_token, "sender_name": sender_name,
+                    "sender_avatar": sender_avatar},
+                   app_id, tps, default, api_key, as_json)
+    settings = Settings()
+    if settings.public_url:
+        try:
+            url = asyncio.run(register_webhook(settings, row))
+        except SendError as error:
+            fail(f"link stored, but Viber refused the webhook: {error.reason}")
+        typer.echo(f"webhook registered with Viber: {url}", err=True)

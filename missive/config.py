@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     dispatch_in_serve: bool = True
     lease_seconds: float = 60.0
     poll_interval: float = 0.2
+    # After a claim that was not full, wait this long so that rows gather into batches.
+    claim_linger: float = 0.01
     # Sends not yet recorded are what a crash may send twice: keep this modest.
     dispatch_max_in_flight: int = 128
     dispatch_max_attempts: int = 10

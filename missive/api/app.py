@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from missive.api import applications, channels, docs, messages, sandbox
+from missive.api import applications, channels, docs, inbound_messenger, inbound_viber, messages, sandbox
 from missive.api.errors import ProblemError, on_http_exception, on_problem, on_unexpected
 from missive.api.services import Services
 from missive.auth import Authenticator
@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> Starlette:
             await engine.dispose()
 
     app = Starlette(
-        routes=[*messages.routes, *applications.routes, *channels.routes, *sandbox.routes, *docs.routes],
+        routes=[*messages.routes, *applications.routes, *channels.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *docs.routes],
         exception_handlers={
             ProblemError: on_problem,
             HTTPException: on_http_exception,

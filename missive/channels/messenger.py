@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,6 +49,9 @@ from missive.channels.base import (
 from missive.config import Settings
 from missive.store.tables import messages, provider_refs
 
+# httpx logs every request URL at INFO, and the page token travels in the query string.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
 CATEGORIES = {"response": "RESPONSE", "update": "UPDATE", "message_tag": "MESSAGE_TAG"}
 ATTACHMENTS = ("image", "audio", "video", "file")
 MAX_TEXT = 640
@@ -57,7 +61,7 @@ THROTTLE_CODES = frozenset({4, 17, 32, 613})
 TOKEN_CODES = frozenset({190})
 UNAVAILABLE_USER_CODES = frozenset({551})
 # "This message is sent outside of allowed window" and its variants.
-WINDOW_SUBCODES = frozenset({2018278, 2018065, 2018108, 2534022, 1545041})
+WINDOW_SUBCODES = frozenset({2018278, 2018065, 2018108, 2534022})
 NO_SUCH_USER_SUBCODES = frozenset({2018001})
 TRANSIENT_CODES = frozenset({1, 2})
 
@@ -80,10 +84,10 @@ def graph_error(status: int, body: Any) -> SendError:
         return Throttled(reason=message)
     if code in TOKEN_CODES:
         return Rejected(1370, f"Expired access token: {message}")
-    if subcode in WINDOW_SUBCODES:
-        return Rejected(1340, f"Outside of the allowed window: {message}")
     if code in UNAVAILABLE_USER_CODES or subcode in NO_SUCH_USER_SUBCODES:
         return Undeliverable(1300, f"User unavailable: {message}")
+    if subcode in WINDOW_SUBCODES:
+        return Rejected(1340, f"Outside of the allowed window: {message}")
     if status >= 500 or code in TRANSIENT_CODES or error.get("is_transient") is True:
         return Unavailable(message)
     return Rejected(1020, f"Invalid params: {message}")
@@ -191,8 +195,8 @@ def _inbound(page: str, user: str, message: dict[str, Any]) -> list[InboundEvent
     mid = message.get("mid") if isinstance(message.get("mid"), str) else None
     events = []
     text = message.get("text")
-    attachments = message.get("attachments") if isinstance(message.get("attachments"), list) else []
-    for attachment in attachments:
+    attachments = message.get("attachments")
+    for attachment in attachments if isinstance(attachments, list) else []:
         if not isinstance(attachment, dict):
             continue
         kind, payload = attachment.get("type"), attachment.get("payload") or {}

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from missive.channels.base import Channel
+from missive.channels.messenger import MessengerChannel
 from missive.channels.sandbox import SandboxChannel
+from missive.channels.viber import ViberChannel
 from missive.config import Settings
 
 # The API's channel names (what a message's `channel` says).
@@ -18,6 +20,8 @@ CHANNEL_NAMES = ("sms", "messenger", "viber_service")
 
 KINDS: dict[str, type] = {
     SandboxChannel.kind: SandboxChannel,
+    ViberChannel.kind: ViberChannel,
+    MessengerChannel.kind: MessengerChannel,
 }
 
 # Which API channel names each kind can carry.

@@ -38,6 +38,8 @@ from missive.webhooks.sender import WebhookSender, _wait_any
 
 log = logging.getLogger("missive.dispatch")
 
+CLAIM_BATCH = 256
+
 
 class Dispatcher:
     def __init__(
@@ -98,6 +100,10 @@ class Dispatcher:
             if not claimed:
                 await _wait_any(self._stopping, self.wake, self._settings.poll_interval)
                 self.wake.clear()
+            elif claimed < CLAIM_BATCH:
+                # A short pause lets rows gather, so that claims and result commits come
+                # in batches rather than one transaction per accepted message.
+                await asyncio.sleep(self._settings.claim_linger)
 
     async def _claim_outbox(self) -> int:
         room = self._settings.dispatch_max_in_flight - len(self._tasks)
@@ -106,7 +112,7 @@ class Dispatcher:
             return 0
         now = self._clock()
         async with self._engine.begin() as conn:
-            rows = await claim_due(conn, outbox, outbox.c.message_uuid, now, self._settings.lease_seconds, min(room, 256))
+            rows = await claim_due(conn, outbox, outbox.c.message_uuid, now, self._settings.lease_seconds, min(room, CLAIM_BATCH))
             found = await _messages(conn, [r["message_uuid"] for r in rows])
         for row in rows:
             message = found.get(row["message_uuid"])

@@ -77,6 +77,8 @@ class WebhookSender:
                 if not claimed:
                     await _wait_any(stopping, self.wake, self._settings.poll_interval)
                     self.wake.clear()
+                else:
+                    await asyncio.sleep(self._settings.claim_linger)
         finally:
             await self._drain()
 

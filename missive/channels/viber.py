@@ -1,0 +1,304 @@
+"""Viber Service Messages over Viber's REST API (`/pa/send_message`, `/pa/set_webhook`).
+
+    POST {viber_api_url}/pa/send_message   X-Viber-Auth-Token: <auth_token>
+    {"receiver": "01234567890A=", "min_api_version": 1,
+     "sender": {"name": "Acme", "avatar": "https://acme.example/a.png"},
+     "tracking_data": "<message uuid>", "type": "text", "text": "Hello"}
+    -> {"status": 0, "status_message": "ok", "message_token": 5741311803571721087}
+
+Viber answers HTTP 200 with a `status` code; the codes are mapped in STATUS_ERRORS.
+Callbacks carry `X-Viber-Content-Signature`: hex HMAC-SHA256 of the raw body keyed
+with the auth token.
+
+    {"event": "delivered", "timestamp": 1457764197627, "message_token": 491266184665523145,
+     "user_id": "01234567890A="}
+    {"event": "message", "message_token": 4912661846655238145, "sender": {"id": "01234567890A="},
+     "message": {"type": "location", "location": {"lat": 50.76891, "lon": 6.11499}}}
+
+The channel never reads user state (who unsubscribed, whose number is known): that is
+`missive/dispatch/viber_rules.py`, run by the dispatcher before `send`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import posixpath
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from missive.channels.base import (
+    ChannelLink,
+    InboundEvent,
+    Misconfigured,
+    OutboundMessage,
+    Rejected,
+    SendError,
+    SendResult,
+    StatusEvent,
+    Throttled,
+    Unavailable,
+    Undeliverable,
+)
+from missive.config import Settings
+
+CHANNEL = "viber_service"
+EVENT_TYPES = ["delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started"]
+MIN_API_VERSION = 1
+
+# Viber's `status` codes -> the send error they mean (0 is success; unlisted codes are Rejected 1020).
+STATUS_ERRORS: dict[int, SendError] = {
+    2: Misconfigured("Viber refused the auth token (invalidAuthToken)"),
+    5: Undeliverable(1300, "Not part of the provider network: receiver not registered on Viber"),
+    6: Undeliverable(1240, "The receiver is not subscribed to this service"),
+    7: Misconfigured("The Viber service is blocked (publicAccountBlocked)"),
+    8: Misconfigured("The Viber service was not found (publicAccountNotFound)"),
+    9: Misconfigured("The Viber service is suspended (publicAccountSuspended)"),
+    10: Misconfigured("No webhook is set for this Viber service (webhookNotSet)"),
+    11: Undeliverable(1310, "Not suitable device: the receiver's device cannot receive this message"),
+    12: Throttled(None, "Viber: too many requests"),
+    15: Misconfigured("The Viber service is not authorized (publicAccountNotAuthorized)"),
+    21: Undeliverable(1260, "Destination unreachable: unsupported country"),
+}
+
+# Receipts: Viber's event -> Missive status.
+RECEIPTS = {"delivered": "delivered", "seen": "read", "failed": "undeliverable"}
+FAILED_CODE = 1330
+USER_EVENTS = ("subscribed", "unsubscribed", "conversation_started")
+
+
+class ViberConfig(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    service_id: str = Field(min_length=1, max_length=50, pattern=r"^[\x21-\x7e]+$")
+    auth_token: str = Field(min_length=1, max_length=200)
+    sender_name: str = Field("Missive", min_length=1, max_length=28)
+    sender_avatar: str | None = Field(None, max_length=1000)
+
+
+@dataclass(frozen=True)
+class UserUpdate:
+    """What a callback taught about a Viber user, for `provider_users`."""
+
+    user_id: str
+    subscribed: bool | None = None
+    phone: str | None = None
+
+
+@dataclass
+class Callback:
+    """A parsed callback: events for `ingest` (with their dedupe keys) and user updates."""
+
+    events: list[StatusEvent | InboundEvent]
+    keys: list[str | None]
+    users: list[UserUpdate]
+    # The user a receipt is about (receipts only).
+    receipt_user: str | None = None
+
+
+class BadSignature(Exception):
+    """The callback's X-Viber-Content-Signature is missing or wrong."""
+
+
+def signature(body: bytes, auth_token: str) -> str:
+    return hmac.new(auth_token.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(body: bytes, header: str | None, auth_token: str) -> None:
+    if not header or not hmac.compare_digest(header.strip().lower(), signature(body, auth_token)):
+        raise BadSignature("bad or missing X-Viber-Content-Signature")
+
+
+class ViberChannel:
+    kind: ClassVar[str] = "viber"
+    carries: ClassVar[tuple[str, ...]] = (CHANNEL,)
+    secrets: ClassVar[tuple[str, ...]] = ("auth_token",)
+    Config: ClassVar[type[BaseModel]] = ViberConfig
+
+    def __init__(self, settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        settings = settings or Settings()
+        self._base = settings.viber_api_url.rstrip("/")
+        self._client = httpx.AsyncClient(timeout=settings.provider_timeout, transport=transport)
+
+    async def send(self, message: OutboundMessage, link: ChannelLink) -> SendResult:
+        config = link.config
+        sender: dict[str, str] = {"name": config.get("sender_name") or "Missive"}
+        if config.get("sender_avatar"):
+            sender["avatar"] = config["sender_avatar"]
+        body: dict[str, Any] = {
+            "receiver": message.to,
+            "min_api_version": MIN_API_VERSION,
+            "sender": sender,
+            "tracking_data": message.uuid,
+            **await self._content(message),
+        }
+        answer = await self._call("/pa/send_message", body, config)
+        token = answer.get("message_token")
+        if token is None:
+            raise Unavailable("Viber answered ok without a message_token")
+        return SendResult(provider_ref=str(token))
+
+    async def set_webhook(self, link: ChannelLink, url: str) -> dict[str, Any]:
+        """Register Missive's callback URL with Viber for this service."""
+        body = {"url": url, "event_types": EVENT_TYPES, "send_name": True, "send_photo": False}
+        return await self._call("/pa/set_webhook", body, link.config)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _content(self, message: OutboundMessage) -> dict[str, Any]:
+        kind, body = message.message_type, message.body
+        if kind == "text":
+            return {"type": "text", "text": message.text}
+        media = body.get(kind) or {}
+        url = media.get("url")
+        if not isinstance(url, str):
+            raise Rejected(1020, f"Invalid params: {kind}.url is required")
+        if kind == "image":
+            # Viber requires `text` on a picture; an empty description is allowed.
+            return {"type": "picture", "text": media.get("caption") or "", "media": url}
+        if kind == "video":
+            return {"type": "video", "media": url, "size": await self._size(url)}
+        if kind == "file":
+            name = posixpath.basename(urlparse(url).path) or "file"
+            return {"type": "file", "media": url, "size": await self._size(url), "file_name": name[:256]}
+        raise Rejected(1440, f"Invalid message type: Viber Service Messages do not carry {kind}")
+
+    async def _size(self, url: str) -> int:
+        """Viber requires a video's or file's size in bytes: asked of the media's host."""
+        try:
+            response = await self._client.head(url, follow_redirects=True)
+            return int(response.headers.get("content-length", "0"))
+        except (httpx.HTTPError, ValueError):
+            return 0
+
+    async def _call(self, path: str, body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        token = config.get("auth_token")
+        if not isinstance(token, str) or not token:
+            raise Misconfigured("the Viber link has no auth_token")
+        try:
+            response = await self._client.post(
+                self._base + path, content=orjson.dumps(body),
+                headers={"X-Viber-Auth-Token": token, "Content-Type": "application/json"},
+            )
+        except httpx.TimeoutException:
+            raise Unavailable("Viber did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Viber unreachable: {type(exc).__name__}") from None
+        if response.status_code == 429:
+            raise Throttled(_retry_after(response), "Viber: too many requests")
+        if response.status_code >= 500:
+            raise Unavailable(f"Viber answered HTTP {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
+            if response.status_code in (401, 403):
+                raise Misconfigured(f"Viber answered HTTP {response.status_code}")
+            raise Unavailable(f"Viber answered HTTP {response.status_code} without a status")
+        status = answer["status"]
+        if status != 0:
+            raise _error(status, str(answer.get("status_message") or ""))
+        return answer
+
+
+def _error(status: int, status_message: str) -> SendError:
+    known = STATUS_ERRORS.get(status)
+    if known is None:
+        return Rejected(1020, f"Invalid params: Viber status {status} {status_message}".strip())
+    # A fresh instance each time: errors carry tracebacks and must not be shared.
+    if isinstance(known, Throttled):
+        return Throttled(None, known.reason)
+    if isinstance(known, Undeliverable):
+        return Undeliverable(known.code, known.reason)
+    return type(known)(known.reason)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+# -- callbacks ----------------------------------------------------------------------
+
+
+def parse_callback(body: bytes, header: str | None, link: ChannelLink) -> Callback:
+    """Verify and parse one callback; BadSignature or ValueError (malformed) when refused."""
+    verify(body, header, str(link.config.get("auth_token") or ""))
+    data = orjson.loads(body)
+    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+        raise ValueError("not a Viber callback")
+    event, token = data["event"], data.get("message_token")
+    key = f"{event}:{token}" if token is not None else None
+    result = Callback([], [], [])
+    if event in RECEIPTS and token is not None:
+        failed = event == "failed"
+        result.events.append(StatusEvent(
+            str(token), RECEIPTS[event],
+            FAILED_CODE if failed else None, (str(data.get("desc") or "Viber: delivery failed")) if failed else None,
+        ))
+        result.keys.append(key)
+        user_id = data.get("user_id")
+        result.receipt_user = user_id if isinstance(user_id, str) and user_id else None
+    elif event in USER_EVENTS:
+        user = data.get("user") if isinstance(data.get("user"), dict) else {}
+        user_id = data.get("user_id") or user.get("id")
+        if isinstance(user_id, str) and user_id:
+            subscribed = {"subscribed": True, "unsubscribed": False}.get(event)
+            result.users.append(UserUpdate(user_id, subscribed))
+    elif event == "message":
+        sender = data.get("sender") if isinstance(data.get("sender"), dict) else {}
+        user_id = sender.get("id")
+        message = data.get("message")
+        if not isinstance(user_id, str) or not isinstance(message, dict):
+            raise ValueError("a message callback without sender.id or message")
+        message_type, payload = inbound_content(message)
+        result.events.append(InboundEvent(
+            CHANNEL, str(link.config.get("service_id", "")), user_id, message_type, payload,
+            str(token) if token is not None else None,
+        ))
+        result.keys.append(key)
+        contact = message.get("contact") if message.get("type") == "contact" else None
+        phone = contact.get("phone_number") if isinstance(contact, dict) else None
+        # Writing to a service subscribes the user (Viber's rule).
+        result.users.append(UserUpdate(user_id, True, phone if isinstance(phone, str) else None))
+    # `webhook` (Viber checking the URL at set_webhook) and unknown events: answered, ignored.
+    return result
+
+
+def inbound_content(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A Viber message as the contract's message_type and payload."""
+    kind, media = message.get("type"), message.get("media")
+    caption = message.get("text")
+    if kind == "text" and isinstance(message.get("text"), str):
+        return "text", {"text": message["text"]}
+    if kind == "picture" and isinstance(media, str):
+        return "image", {"image": _media(media, caption)}
+    if kind == "video" and isinstance(media, str):
+        return "video", {"video": {"url": media}}
+    if kind == "file" and isinstance(media, str):
+        return "file", {"file": {"url": media}}
+    if kind == "location" and isinstance(message.get("location"), dict):
+        where = message["location"]
+        location = {"lat": where.get("lat"), "long": where.get("lon", where.get("long"))}
+        if isinstance(where.get("address"), str):
+            location["address"] = where["address"]
+        return "location", {"location": location}
+    if kind == "sticker" and isinstance(media, str):
+        return "image", {"image": {"url": media}}
+    # contact (its number is recorded for the user), sticker without media, url, rich media.
+    return "unsupported", {}
+
+
+def _media(url: str, caption: object) -> dict[str, Any]:
+    media: dict[str, Any] = {"url": url}
+    if isinstance(caption, str) and caption:
+        media["caption"] = caption
+    return media
