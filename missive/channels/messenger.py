@@ -172,10 +172,11 @@ class MessengerChannel:
 
 def signature_ok(raw_body: bytes, header: str | None, app_secret: str) -> bool:
     """`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`, compared in constant time."""
-    if not header or not header.startswith("sha256="):
+    if not app_secret or not header or not header.startswith("sha256="):
         return False
-    expected = hmac.new(app_secret.encode(), raw_body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header[len("sha256="):].strip().lower())
+    expected = hmac.new(app_secret.encode(), raw_body, hashlib.sha256).hexdigest().encode()
+    # Bytes: compare_digest refuses non-ASCII str, and a header may carry any latin-1.
+    return hmac.compare_digest(expected, header[len("sha256="):].strip().lower().encode("utf-8", "replace"))
 
 
 @dataclass(frozen=True)
@@ -191,27 +192,36 @@ class Watermark:
 Parsed = InboundEvent | StatusEvent | Watermark
 
 
-def _inbound(page: str, user: str, message: dict[str, Any]) -> list[InboundEvent]:
-    mid = message.get("mid") if isinstance(message.get("mid"), str) else None
-    events = []
-    text = message.get("text")
-    attachments = message.get("attachments")
-    for attachment in attachments if isinstance(attachments, list) else []:
-        if not isinstance(attachment, dict):
-            continue
-        kind, payload = attachment.get("type"), attachment.get("payload") or {}
-        if kind in ATTACHMENTS and isinstance(payload.get("url"), str):
-            events.append(InboundEvent("messenger", page, user, kind, {kind: {"url": payload["url"]}}, mid))
-        elif kind == "location" and isinstance(payload.get("coordinates"), dict):
-            coordinates = payload["coordinates"]
-            location: dict[str, Any] = {"lat": coordinates.get("lat"), "long": coordinates.get("long")}
+def _attachment(attachment: Any) -> tuple[str, dict[str, Any]] | None:
+    """An attachment's message type and contract payload; None when it has no such shape."""
+    if not isinstance(attachment, dict) or not isinstance(attachment.get("payload"), dict):
+        return None
+    kind, payload = attachment.get("type"), attachment["payload"]
+    if kind in ATTACHMENTS and isinstance(payload.get("url"), str):
+        return kind, {kind: {"url": payload["url"]}}
+    coordinates = payload.get("coordinates")
+    if kind == "location" and isinstance(coordinates, dict):
+        lat, long = coordinates.get("lat"), coordinates.get("long")
+        if isinstance(lat, (int, float)) and isinstance(long, (int, float)):
+            location: dict[str, Any] = {"lat": lat, "long": long}
             if isinstance(attachment.get("title"), str):
                 location["name"] = attachment["title"]
-            events.append(InboundEvent("messenger", page, user, "location", {"location": location}, mid))
-        else:
-            events.append(InboundEvent("messenger", page, user, "unsupported", {}, mid))
-    if isinstance(text, str) and text and not events:
+            return "location", {"location": location}
+    return None
+
+
+def _inbound(page: str, user: str, message: dict[str, Any]) -> list[InboundEvent]:
+    """Each usable attachment is one inbound message; else the text; else `unsupported`
+    (a link share arrives as text plus a `fallback` attachment: the text is kept)."""
+    mid = message.get("mid") if isinstance(message.get("mid"), str) else None
+    attachments = message.get("attachments") if isinstance(message.get("attachments"), list) else []
+    found = [a for a in map(_attachment, attachments or []) if a is not None]
+    events = [InboundEvent("messenger", page, user, kind, payload, mid) for kind, payload in found]
+    text = message.get("text")
+    if not events and isinstance(text, str) and text:
         events.append(InboundEvent("messenger", page, user, "text", {"text": text}, mid))
+    if not events:
+        events.append(InboundEvent("messenger", page, user, "unsupported", {}, mid))
     return events
 
 

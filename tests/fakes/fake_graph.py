@@ -1,0 +1,167 @@
+"""A fake Facebook Graph API on 127.0.0.1, in a background thread: the Send API's shapes.
+
+    with FakeGraph() as graph:
+        graph.script(graph.error(613, status=400), ok())     # answered in order, then success
+        ... MISSIVE_GRAPH_API_URL=graph.url ...
+        graph.wait_for(lambda requests: len(requests) >= 2)
+        assert graph.unused() == []
+
+Success: {"recipient_id": "PSID", "message_id": "m_..."}; for a sender action only
+{"recipient_id": "PSID"}. Errors: {"error": {"message", "type", "code",
+"error_subcode", "fbtrace_id"}}. A request without `access_token` gets Graph's 190.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+import orjson
+import uvicorn
+
+from tests.fakes.webhook_receiver import _free_port
+
+
+@dataclass(frozen=True)
+class GraphRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    at: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int = 200
+    # None: the normal success body for the request.
+    body: dict[str, Any] | None = None
+    delay: float = 0.0
+    raw: bytes | None = None
+
+
+def ok() -> Answer:
+    return Answer()
+
+
+def error(code: int, subcode: int | None = None, status: int = 400, message: str = "Graph error",
+          kind: str = "OAuthException") -> Answer:
+    body: dict[str, Any] = {"message": message, "type": kind, "code": code, "fbtrace_id": "AbCdEfGh123"}
+    if subcode is not None:
+        body["error_subcode"] = subcode
+    return Answer(status, {"error": body})
+
+
+@dataclass
+class FakeGraph:
+    port: int = field(default_factory=_free_port)
+    requests: list[GraphRequest] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
+    # Answers for one recipient id, before the shared queue: lets concurrent tests script apart.
+    by_recipient: dict[str, list[Answer]] = field(default_factory=dict)
+    error = staticmethod(error)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *answers: Answer, recipient: str | None = None) -> None:
+        with self._lock:
+            if recipient is None:
+                self.answers.extend(answers)
+            else:
+                self.by_recipient.setdefault(recipient, []).extend(answers)
+
+    def unused(self) -> list[Answer]:
+        with self._lock:
+            return [*self.answers, *(a for queue in self.by_recipient.values() for a in queue)]
+
+    def snapshot(self, recipient: str | None = None) -> list[GraphRequest]:
+        with self._lock:
+            found = list(self.requests)
+        if recipient is None:
+            return found
+        return [r for r in found if isinstance(r.body, dict) and (r.body.get("recipient") or {}).get("id") == recipient]
+
+    def wait_for(self, condition: Callable[[list[GraphRequest]], bool], timeout: float = 15.0) -> list[GraphRequest]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.snapshot()
+            if condition(found):
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for Graph requests; got {[r.body for r in found[-5:]]}")
+            time.sleep(0.02)
+
+    def _next(self, recipient: str | None) -> Answer:
+        with self._lock:
+            queue = self.by_recipient.get(recipient or "")
+            if queue:
+                return queue.pop(0)
+            return self.answers.pop(0) if self.answers else Answer()
+
+    def _success(self, body: Any) -> dict[str, Any]:
+        recipient = (body.get("recipient") or {}).get("id") if isinstance(body, dict) else None
+        if isinstance(body, dict) and "sender_action" in body:
+            return {"recipient_id": recipient}
+        return {"recipient_id": recipient, "message_id": f"m_fake{next(self._ids):08d}"}
+
+    async def _app(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            event = await receive()
+            raw += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = raw.decode(errors="replace")
+        with self._lock:
+            self.requests.append(GraphRequest(scope["method"], scope["path"], query, body, time.time()))
+        recipient = (body.get("recipient") or {}).get("id") if isinstance(body, dict) else None
+        if not query.get("access_token"):
+            answer = error(190, message="An active access token must be used to query information about the current user.")
+        elif not scope["path"].endswith("/me/messages"):
+            answer = error(100, message="Unknown path components", kind="OAuthException")
+        else:
+            answer = self._next(recipient)
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
+        payload = answer.raw if answer.raw is not None else orjson.dumps(answer.body if answer.body is not None else self._success(body))
+        await send({"type": "http.response.start", "status": answer.status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": payload})
+
+    def __enter__(self) -> Self:
+        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+                                lifespan="off", interface="asgi3")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake Graph API did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
