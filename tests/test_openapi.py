@@ -38,7 +38,7 @@ def validator(document: dict, name: str) -> Draft202012Validator:
 def test_every_route_is_documented(document: dict) -> None:
     paths = document["paths"]
     assert set(paths["/v1/messages"]) == {"post", "get"}
-    assert "get" in paths["/v1/messages/{message_uuid}"]
+    assert {"get", "patch"} <= set(paths["/v1/messages/{message_uuid}"])
     assert "post" in paths["/v0.1/messages"] and "post" in paths["/beta/messages"]
     assert set(paths["/v2/applications"]) == {"post", "get"}
     assert set(paths["/v2/applications/{app_id}"]) == {"get", "put", "delete"}

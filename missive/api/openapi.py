@@ -309,6 +309,19 @@ def openapi_document() -> dict[str, Any]:
             "Remove a channel link", "deleteChannelLink", _responses({"204": {"description": "Removed"}}, 404), params=[_path("link_id")]
         ),
     }
+    paths["/v1/messages/{message_uuid}"]["patch"] = _operation(
+        "Mark an inbound message read (Messenger: the page's mark_seen)",
+        "markMessageRead",
+        _responses(
+            {"200": {"description": "Marked read", "content": _json({
+                "type": "object", "required": ["message_uuid", "status"],
+                "properties": {"message_uuid": {"type": "string"}, "status": {"type": "string", "enum": ["read"]}},
+            })}},
+            400, 404, 413, 415, 422, 502, 503,
+        ),
+        {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["read"]}}},
+        params=[_path("message_uuid")],
+    )
     paths["/v1/sandbox/inbound"] = {
         "post": _operation(
             "Make the sandbox receive a message from a user",
