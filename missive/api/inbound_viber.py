@@ -26,8 +26,8 @@ from missive.api.errors import invalid_json, not_found, unauthorized
 from missive.api.responses import json_response
 from missive.api.services import services
 from missive.channels.base import ChannelLink, StatusEvent
-from missive.config import Settings
 from missive.channels.viber import BadSignature, Callback, ViberChannel, parse_callback
+from missive.config import Settings
 from missive.dispatch import viber_rules
 from missive.dispatch.callbacks import LinkOwner, ingest
 from missive.store.tables import channel_links

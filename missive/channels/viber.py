@@ -234,7 +234,7 @@ def parse_callback(body: bytes, header: str | None, link: ChannelLink) -> Callba
     verify(body, header, str(link.config.get("auth_token") or ""))
     data = orjson.loads(body)
     if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-        raise ValueError("not a Viber callback")
+        raise ValueError("not a Viber callback")  # noqa: TRY004 - callers handle ValueError as malformed
     event, token = data["event"], data.get("message_token")
     key = f"{event}:{token}" if token is not None else None
     result = Callback([], [], [])
@@ -248,14 +248,12 @@ def parse_callback(body: bytes, header: str | None, link: ChannelLink) -> Callba
         user_id = data.get("user_id")
         result.receipt_user = user_id if isinstance(user_id, str) and user_id else None
     elif event in USER_EVENTS:
-        user = data.get("user") if isinstance(data.get("user"), dict) else {}
-        user_id = data.get("user_id") or user.get("id")
+        user_id = data.get("user_id") or _dict(data.get("user")).get("id")
         if isinstance(user_id, str) and user_id:
             subscribed = {"subscribed": True, "unsubscribed": False}.get(event)
             result.users.append(UserUpdate(user_id, subscribed))
     elif event == "message":
-        sender = data.get("sender") if isinstance(data.get("sender"), dict) else {}
-        user_id = sender.get("id")
+        user_id = _dict(data.get("sender")).get("id")
         message = data.get("message")
         if not isinstance(user_id, str) or not isinstance(message, dict):
             raise ValueError("a message callback without sender.id or message")
@@ -271,6 +269,10 @@ def parse_callback(body: bytes, header: str | None, link: ChannelLink) -> Callba
         result.users.append(UserUpdate(user_id, True, phone if isinstance(phone, str) else None))
     # `webhook` (Viber checking the URL at set_webhook) and unknown events: answered, ignored.
     return result
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def inbound_content(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:

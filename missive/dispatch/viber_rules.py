@@ -88,11 +88,14 @@ async def check(conn: AsyncConnection, message: dict[str, Any], link: ChannelLin
     if user is not None and not user["subscribed"]:
         return Undeliverable(1240, "The user unsubscribed from this Viber service")
     category = (message["body"].get("viber_service") or {}).get("category") or "transaction"
-    if category == "promotion" and not (user and user["had_transaction"]):
-        if not await _got_transaction(conn, message, user_id, user):
-            return Rejected(
-                1020, "Invalid params: a promotion can only be sent to a user who has already received a transaction message"
-            )
+    if (
+        category == "promotion"
+        and not (user and user["had_transaction"])
+        and not await _got_transaction(conn, message, user_id, user)
+    ):
+        return Rejected(
+            1020, "Invalid params: a promotion can only be sent to a user who has already received a transaction message"
+        )
     return None
 
 

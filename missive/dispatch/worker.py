@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.channels.base import (
     Channel,
+    ChannelLink,
     OutboundMessage,
     SendError,
     Throttled,
@@ -28,6 +29,7 @@ from missive.config import Settings
 from missive.dispatch.outcomes import Outcome, OutcomeWriter, record_statuses
 from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.retry import RetryPolicy
+from missive.dispatch import viber_rules
 from missive.dispatch.routing import LinkRouter
 from missive.sms.gsm import count_parts
 from missive.store.claims import claim_due
@@ -142,9 +144,10 @@ class Dispatcher:
             channel = self._channels.get(link.kind)
             if channel is None:
                 raise Unavailable(f"no channel of kind {link.kind!r} in this process")
+            to = await self._recipient(message, link)
             outbound = OutboundMessage(
                 uuid=uuid, channel=message["channel"], message_type=message["message_type"],
-                to=message["to_addr"], sender=message["from_addr"], body=message["body"], attempt=attempt,
+                to=to, sender=message["from_addr"], body=message["body"], attempt=attempt,
             )
             await self._limiter.acquire(link.id, link.tps, _units(message))
             result = await channel.send(outbound, link)
@@ -158,6 +161,18 @@ class Dispatcher:
         return Outcome(
             uuid, now, StatusChange(uuid, "submitted", now, provider_ref=result.provider_ref), result.follow_ups, refs
         )
+
+    async def _recipient(self, message: dict[str, Any], link: ChannelLink) -> str:
+        """The provider's address for `to`, after the rules that need what Missive knows
+        of the provider's users (Viber: learned numbers, subscriptions, first message a
+        transaction). Raises the send error of a refusal."""
+        if link.kind != "viber":
+            return str(message["to_addr"])
+        async with self._engine.connect() as conn:
+            refusal = await viber_rules.check(conn, message, link)
+            if refusal is not None:
+                raise refusal
+            return await viber_rules.recipient(conn, message, link)
 
     def _failed(self, uuid: str, attempt: int, error: SendError, link_id: str | None) -> Outcome:
         now = self._clock()
