@@ -533,3 +533,21 @@ def test_e2e_unsubscribed_not_sent(hub: Hub) -> None:
     hooks = hub.wait_statuses(uuid, 1)
     assert hooks[0]["status"] == "undeliverable" and hooks[0]["error"]["code"] == 1240
     assert not [c for c in hub.viber.sent() if c.json.get("tracking_data") == uuid]
+
+
+def test_http_link_registers_webhook_when_public_url_is_set(tmp_path: Path) -> None:
+    with FakeViber(auth_token=TOKEN) as viber:
+        env = {**FAST, "MISSIVE_VIBER_API_URL": viber.url(), "MISSIVE_PUBLIC_URL": "https://missive.example"}
+        server = provisioned_server(tmp_path, env=env)
+        try:
+            body = {"kind": "viber", "channel": "viber_service", "name": "bot",
+                    "config": {"service_id": SERVICE, "auth_token": TOKEN, "sender_name": "Acme"}}
+            with server.client() as client:
+                created = client.post("/v1/channels", json=body, auth=server.basic)
+            assert created.status_code == 201, created.text
+            assert created.json()["webhook"] == {"url": f"https://missive.example/inbound/viber/{SERVICE}", "registered": True}
+            assert TOKEN not in created.text
+            calls = [c for c in viber.calls if c.path == "/pa/set_webhook"]
+            assert [c.json["url"] for c in calls] == [f"https://missive.example/inbound/viber/{SERVICE}"]
+        finally:
+            server.stop()

@@ -22,6 +22,7 @@ from missive.api.responses import json_response
 from missive.api.services import services
 from missive.channels.registry import CARRIES, KINDS, config_model, secret_keys
 from missive.clock import iso
+from missive.config import Settings
 from missive.schemas.common import invalid_parameters
 from missive.store import applications as app_store
 from missive.store import links as store
@@ -99,7 +100,22 @@ async def create(request: Request) -> Response:
         svc.engine, principal.account_id, parsed.kind, parsed.channel, parsed.name, config,
         parsed.application_id, parsed.tps, parsed.default,
     )
-    return json_response(link_view(row), 201)
+    view = link_view(row)
+    if row["kind"] == "viber" and svc.settings.public_url:
+        view["webhook"] = await _register_viber(svc.settings, row)
+    return json_response(view, 201)
+
+
+async def _register_viber(settings: Settings, row: dict[str, Any]) -> dict[str, Any]:
+    """Viber sends callbacks only to a URL registered with set_webhook; the link is kept
+    even when Viber refuses, and the answer says why."""
+    from missive.api.inbound_viber import register_webhook
+    from missive.channels.base import SendError
+
+    try:
+        return {"url": await register_webhook(settings, row), "registered": True}
+    except (SendError, ValueError) as exc:
+        return {"registered": False, "error": str(exc)}
 
 
 async def list_all(request: Request) -> Response:
