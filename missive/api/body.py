@@ -19,17 +19,11 @@ def too_large(limit: int) -> ProblemError:
     )
 
 
-async def read_json(request: Request, limit: int) -> object:
-    if not _is_json(request.headers.get("content-type", "")):
-        raise ProblemError(
-            415,
-            f"{ERRORS}#content-type-header",
-            "Unsupported Content-Type header",
-            "Unsupported Content-Type header provided. Must be one of the following: 'application/json'",
-        )
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 past `limit` (declared or streamed)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise ProblemError(400, f"{ERRORS}#bad-request", "Bad Request", "Content-Length is not a number.")
         if int(declared) > limit:
             raise too_large(limit)
@@ -40,7 +34,18 @@ async def read_json(request: Request, limit: int) -> object:
         if size > limit:
             raise too_large(limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> object:
+    if not _is_json(request.headers.get("content-type", "")):
+        raise ProblemError(
+            415,
+            f"{ERRORS}#content-type-header",
+            "Unsupported Content-Type header",
+            "Unsupported Content-Type header provided. Must be one of the following: 'application/json'",
+        )
+    raw = await read_body(request, limit)
     if not raw.strip():
         raise invalid_json("The request body is empty.")
     if b"\\u0000" in raw:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from missive.api.body import read_json, too_large
+from missive.api.body import read_body, read_json
 from missive.api.errors import (
     ERRORS,
     InvalidParameter,
@@ -78,14 +78,6 @@ async def handshake(request: Request) -> Response:
     raise ProblemError(403, f"{ERRORS}#forbidden", "Forbidden", "The verify token matches no Messenger link.")
 
 
-async def _raw_body(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _resolve(engine: AsyncEngine, account_id: str, parsed: list) -> tuple[list, list]:
@@ -106,7 +98,7 @@ async def _resolve(engine: AsyncEngine, account_id: str, parsed: list) -> tuple[
 
 async def receive(request: Request) -> Response:
     svc = services(request)
-    raw = await _raw_body(request, svc.settings.max_body_bytes)
+    raw = await read_body(request, svc.settings.max_body_bytes)
     signature = request.headers.get("x-hub-signature-256")
     if not signature:
         raise unauthorized()

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from missive.api.body import too_large
+from missive.api.body import read_body
 from missive.api.errors import invalid_json, not_found, unauthorized
 from missive.api.responses import json_response
 from missive.api.services import services
@@ -42,14 +42,6 @@ async def links_for_service(engine: AsyncEngine, service_id: str) -> list[dict[s
         return [dict(r._mapping) for r in rows if r.config.get("service_id") == service_id]
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _verified(rows: list[dict[str, Any]], body: bytes, header: str | None) -> tuple[dict[str, Any], Callback]:
@@ -71,7 +63,7 @@ async def callback(request: Request) -> Response:
     rows = await links_for_service(svc.engine, service_id)
     if not rows:
         raise not_found("Viber service", service_id)
-    body = await _body(request, svc.settings.max_body_bytes)
+    body = await read_body(request, svc.settings.max_body_bytes)
     row, parsed = _verified(rows, body, request.headers.get("x-viber-content-signature"))
     now = time.time()
     if parsed.users:

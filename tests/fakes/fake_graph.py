@@ -23,9 +23,8 @@ from typing import Any, Self
 from urllib.parse import parse_qsl
 
 import orjson
-import uvicorn
 
-from tests.fakes.webhook_receiver import _free_port
+from tests.fakes import serving
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def error(code: int, subcode: int | None = None, status: int = 400, message: str
 
 @dataclass
 class FakeGraph:
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=serving.free_port)
     requests: list[GraphRequest] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
     # Answers for one recipient id, before the shared queue: lets concurrent tests script apart.
@@ -70,7 +69,7 @@ class FakeGraph:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
+        self._server: serving.uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -148,20 +147,8 @@ class FakeGraph:
         await send({"type": "http.response.body", "body": payload})
 
     def __enter__(self) -> Self:
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
-                                lifespan="off", interface="asgi3")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake Graph API did not start")
-            time.sleep(0.02)
+        self._server, self._thread = serving.start(self._app, self.port, "fake Graph API")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        serving.stop(self._server, self._thread)

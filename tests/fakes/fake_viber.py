@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import threading
 import time
 from collections import defaultdict, deque
@@ -27,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import orjson
-import uvicorn
+
+from tests.fakes import serving
 
 MEDIA_SIZE = 123456
 # Viber's message tokens are 64-bit integers (beyond a double's exact range).
@@ -55,23 +55,19 @@ class Call:
         return orjson.loads(self.body)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class FakeViber:
     def __init__(self, auth_token: str | None = None) -> None:
         self.auth_token = auth_token
-        self.port = _free_port()
+        self.port = serving.free_port()
         self.calls: list[Call] = []
         # tracking_data (Missive's message uuid) -> the message_token answered.
         self.tokens: dict[str, int] = {}
         self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
         self._tokens = itertools.count(FIRST_TOKEN)
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
+        self._server: serving.uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     def url(self, path: str = "") -> str:
@@ -171,20 +167,8 @@ class FakeViber:
         await send({"type": "http.response.body", "body": payload})
 
     def __enter__(self) -> Self:
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="off", interface="asgi3")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake Viber did not start")
-            time.sleep(0.02)
+        self._server, self._thread = serving.start(self._app, self.port, "fake Viber")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        serving.stop(self._server, self._thread)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import uvicorn
+
+from tests.fakes import serving
 
 
 @dataclass(frozen=True)
@@ -35,19 +35,15 @@ class Hook:
         return orjson.loads(self.body)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class WebhookReceiver:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = serving.free_port()
         self.hooks: list[Hook] = []
         self.respond: Callable[[Hook], int | tuple[int, float]] = lambda hook: 200
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
+        self._server: serving.uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     def url(self, path: str = "/") -> str:
@@ -74,22 +70,11 @@ class WebhookReceiver:
         await send({"type": "http.response.body", "body": b"ok"})
 
     def __enter__(self) -> WebhookReceiver:
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="off", interface="asgi3")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("webhook receiver did not start")
-            time.sleep(0.02)
+        self._server, self._thread = serving.start(self._app, self.port, "webhook receiver")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        serving.stop(self._server, self._thread)
 
     def snapshot(self, accepted_only: bool = False) -> list[Hook]:
         with self._lock:
