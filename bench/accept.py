@@ -192,7 +192,7 @@ class Cpu:
     wall: float
 
     def since(self, before: Cpu) -> Cpu:
-        return Cpu(*(now - then for now, then in zip(astuple(self), astuple(before))))
+        return Cpu(*(now - then for now, then in zip(astuple(self), astuple(before), strict=False)))
 
     @property
     def others(self) -> float:

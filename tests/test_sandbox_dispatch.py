@@ -894,7 +894,7 @@ def cli_inbound(hub: Hub) -> dict[str, tuple[str, subprocess.CompletedProcess[st
         )
 
     with ThreadPoolExecutor(len(CLI_INBOUND)) as pool:
-        return dict(zip(CLI_INBOUND, pool.map(run, CLI_INBOUND)))
+        return dict(zip(CLI_INBOUND, pool.map(run, CLI_INBOUND), strict=False))
 
 
 @pytest.mark.parametrize("case", [c for c in CLI_INBOUND if c != "bad-location"])

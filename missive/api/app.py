@@ -9,7 +9,15 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from missive.api import applications, channels, docs, inbound_messenger, inbound_viber, messages, sandbox
+from missive.api import (
+    applications,
+    channels,
+    docs,
+    inbound_messenger,
+    inbound_viber,
+    messages,
+    sandbox,
+)
 from missive.api.errors import ProblemError, on_http_exception, on_problem, on_unexpected
 from missive.api.services import Services
 from missive.auth import Authenticator

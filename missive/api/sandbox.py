@@ -48,7 +48,7 @@ class SandboxInbound(Strict):
     location: Location | None = None
 
     @model_validator(mode="after")
-    def _one_content(self) -> "SandboxInbound":
+    def _one_content(self) -> SandboxInbound:
         given = [key for key in CONTENT_KEYS if getattr(self, key) is not None]
         if len(given) != 1:
             raise ValueError(f"exactly one of {', '.join(CONTENT_KEYS)} is required")

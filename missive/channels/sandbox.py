@@ -85,7 +85,8 @@ class SandboxChannel:
             return
         handle = self._logs.get(path)
         if handle is None:
-            handle = self._logs[path] = Path(path).open("a", buffering=1)
+            # Kept open for the channel's life (closed in close()): one line per send.
+            handle = self._logs[path] = Path(path).open("a", buffering=1)  # noqa: SIM115
         handle.write(f"{message.uuid} {message.attempt}\n")
 
     async def close(self) -> None:

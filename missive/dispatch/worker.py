@@ -26,10 +26,10 @@ from missive.channels.base import (
 )
 from missive.channels.registry import build_channels
 from missive.config import Settings
+from missive.dispatch import viber_rules
 from missive.dispatch.outcomes import Outcome, OutcomeWriter, record_statuses
 from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.retry import RetryPolicy
-from missive.dispatch import viber_rules
 from missive.dispatch.routing import LinkRouter
 from missive.sms.gsm import count_parts
 from missive.store.claims import claim_due
@@ -153,7 +153,7 @@ class Dispatcher:
             result = await channel.send(outbound, link)
         except SendError as error:
             return self._failed(uuid, attempt, error, link_id=locals().get("link") and link.id)
-        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
+        except Exception as exc:
             log.exception("message %s: channel raised", uuid)
             return self._failed(uuid, attempt, Unavailable(f"{type(exc).__name__}"), None)
         now = self._clock()

@@ -21,8 +21,7 @@ def normalise_msisdn(value: str) -> str:
     that the vendor's own examples use.
     """
     digits = _SEPARATORS.sub("", value)
-    if digits.startswith("+"):
-        digits = digits[1:]
+    digits = digits.removeprefix("+")
     if not _MSISDN.match(digits):
         raise ValueError("must be an E.164 number: 7 to 15 digits with the country code, no leading + or 00")
     try:
@@ -36,7 +35,7 @@ def normalise_msisdn(value: str) -> str:
 
 def normalise_sms_sender(value: str) -> str:
     """A phone number, a short code, or an alphanumeric sender id of up to 11 characters."""
-    stripped = value[1:] if value.startswith("+") else value
+    stripped = value.removeprefix("+")
     if stripped.isdigit() and stripped.isascii():
         if len(stripped) >= 7:
             return normalise_msisdn(stripped)
@@ -53,8 +52,7 @@ def normalise_sms_sender(value: str) -> str:
 def normalise_viber_recipient(value: str) -> str:
     """A Viber user id, kept as is, or a phone number Missive may have learned for a user."""
     candidate = _SEPARATORS.sub("", value)
-    if candidate.startswith("+"):
-        candidate = candidate[1:]
+    candidate = candidate.removeprefix("+")
     if candidate.isdigit() and candidate.isascii():
         return normalise_msisdn(candidate)
     return value

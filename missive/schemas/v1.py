@@ -9,7 +9,7 @@ raises a 422 problem naming every bad field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
@@ -87,7 +87,7 @@ class ViberMessage(_Common):
     viber_service: ViberOptions | None = None
 
 
-V1Message = Annotated[Union[SmsMessage, MessengerMessage, ViberMessage], Field(discriminator="channel")]
+V1Message = Annotated[SmsMessage | MessengerMessage | ViberMessage, Field(discriminator="channel")]
 v1_adapter: TypeAdapter[Any] = TypeAdapter(V1Message)
 
 

@@ -13,6 +13,7 @@ function over a list of items (the dispatcher's results).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,10 +59,8 @@ class Batcher(Generic[T]):
         while not self._queue.empty():
             await asyncio.sleep(0.01)
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._task = None
 
     async def submit(self, item: T) -> None:

@@ -162,7 +162,7 @@ class WebhookSender:
             ) as response:
                 await response.read()
                 status_code = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         except Exception as exc:  # noqa: BLE001 - recorded on the row, retried
             log.warning("webhook %s: %s", row["id"], exc)
