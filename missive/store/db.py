@@ -7,10 +7,8 @@ from pathlib import Path
 import orjson
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from missive.config import Settings
 
@@ -72,13 +70,3 @@ async def migrate(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
 
-
-def _current_heads(connection) -> tuple[set[str], set[str]]:  # type: ignore[no-untyped-def]
-    current = set(MigrationContext.configure(connection).get_current_heads())
-    wanted = set(ScriptDirectory.from_config(_alembic_config()).get_heads())
-    return current, wanted
-
-
-async def migrations_current(connection: AsyncConnection) -> bool:
-    current, wanted = await connection.run_sync(_current_heads)
-    return current == wanted
