@@ -21,11 +21,10 @@ from starlette.requests import Request
 
 from missive import credentials
 from missive.api.errors import unauthorized
+from missive.cache import TTLCache
 from missive.config import Settings
 from missive.store.tables import accounts, applications
 
-CACHE_SECONDS = 5.0
-CACHE_MAX = 10_000
 # Compared against when the api_key does not exist, so that the answer takes as long
 # as for a wrong secret.
 _DUMMY_SALT = credentials.new_salt()
@@ -44,25 +43,6 @@ class _App:
     public_key: RSAPublicKey
 
 
-class _TTLCache:
-    def __init__(self, clock: Callable[[], float], ttl: float = CACHE_SECONDS) -> None:
-        self._clock = clock
-        self._ttl = ttl
-        self._items: dict[object, tuple[float, object]] = {}
-
-    def get(self, key: object) -> tuple[bool, object]:
-        hit = self._items.get(key)
-        if hit is None or hit[0] < self._clock():
-            return False, None
-        return True, hit[1]
-
-    def put(self, key: object, value: object, until: float | None = None) -> None:
-        if len(self._items) >= CACHE_MAX:
-            self._items.clear()
-        expires = self._clock() + self._ttl
-        self._items[key] = (min(expires, until) if until is not None else expires, value)
-
-
 class Authenticator:
     def __init__(
         self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float] = time.time
@@ -70,9 +50,9 @@ class Authenticator:
         self._engine = engine
         self._settings = settings
         self._clock = clock
-        self._accounts = _TTLCache(clock)
-        self._apps = _TTLCache(clock)
-        self._tokens = _TTLCache(clock)
+        self._accounts = TTLCache(clock)
+        self._apps = TTLCache(clock)
+        self._tokens = TTLCache(clock)
 
     async def authenticate(self, request: Request, allow_jwt: bool = True) -> Principal:
         header = request.headers.get("authorization", "")

@@ -10,11 +10,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from missive.cache import TTLCache
 from missive.channels.base import ChannelLink
 from missive.config import Settings
 from missive.store.tables import channel_links
-
-CACHE_SECONDS = 5.0
 
 
 def sandbox_link(settings: Settings, channel: str) -> ChannelLink:
@@ -51,12 +50,12 @@ class LinkRouter:
         self._engine = engine
         self._settings = settings
         self._clock = clock
-        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._cache = TTLCache(clock)
 
     async def _links(self, account_id: str) -> list[dict[str, Any]]:
-        hit = self._cache.get(account_id)
-        if hit and hit[0] > self._clock():
-            return hit[1]
+        hit, cached = self._cache.get(account_id)
+        if hit:
+            return cached  # type: ignore[no-any-return]
         async with self._engine.connect() as conn:
             rows = [
                 dict(r._mapping)
@@ -66,7 +65,7 @@ class LinkRouter:
                     .order_by(channel_links.c.created_at)
                 )
             ]
-        self._cache[account_id] = (self._clock() + CACHE_SECONDS, rows)
+        self._cache.put(account_id, rows)
         return rows
 
     async def route(self, message: dict[str, Any]) -> ChannelLink:

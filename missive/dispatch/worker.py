@@ -36,7 +36,8 @@ from missive.store.claims import claim_due
 from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher
-from missive.webhooks.sender import WebhookSender, _wait_any
+from missive.waiting import wait_any
+from missive.webhooks.sender import WebhookSender
 
 log = logging.getLogger("missive.dispatch")
 
@@ -60,7 +61,6 @@ class Dispatcher:
         self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
         self._writer = OutcomeWriter()
         self._results: Batcher[Outcome] = Batcher(engine, self._writer.commit, name="dispatch-results")
-        self._timer_results: Batcher[list[StatusChange]] = Batcher(engine, self._commit_timer_changes, name="timer-results")
         self.webhooks = WebhookSender(engine, settings, clock)
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -69,7 +69,6 @@ class Dispatcher:
 
     def start(self) -> None:
         self._results.start()
-        self._timer_results.start()
         self._loops = [
             asyncio.create_task(self._outbox_loop(), name="missive-outbox"),
             asyncio.create_task(self._timer_loop(), name="missive-timers"),
@@ -83,7 +82,6 @@ class Dispatcher:
             await asyncio.wait(self._tasks, timeout=self._settings.shutdown_timeout)
         await asyncio.wait(self._loops, timeout=self._settings.shutdown_timeout + 1)
         await self._results.stop()
-        await self._timer_results.stop()
         for channel in self._channels.values():
             await channel.close()
 
@@ -100,7 +98,7 @@ class Dispatcher:
                 log.warning("claiming the outbox failed: %s", exc)
                 claimed = 0
             if not claimed:
-                await _wait_any(self._stopping, self.wake, self._settings.poll_interval)
+                await wait_any(self._stopping, self.wake, self._settings.poll_interval)
                 self.wake.clear()
             elif claimed < CLAIM_BATCH:
                 # A short pause lets rows gather, so that claims and result commits come
@@ -136,9 +134,10 @@ class Dispatcher:
 
     async def _attempt(self, message: dict[str, Any], attempt: int) -> Outcome:
         uuid = message["uuid"]
-        if _expired(message, self._clock()):
-            now = self._clock()
+        now = self._clock()
+        if _expired(message, now):
             return Outcome(uuid, now, StatusChange(uuid, "undeliverable", now, error_code=1360, error_reason="TTL was activated"))
+        link: ChannelLink | None = None
         try:
             link = await self._router.route(message)
             channel = self._channels.get(link.kind)
@@ -152,7 +151,7 @@ class Dispatcher:
             await self._limiter.acquire(link.id, link.tps, _units(message))
             result = await channel.send(outbound, link)
         except SendError as error:
-            return self._failed(uuid, attempt, error, link_id=locals().get("link") and link.id)
+            return self._failed(uuid, attempt, error, link.id if link else None)
         except Exception as exc:
             log.exception("message %s: channel raised", uuid)
             return self._failed(uuid, attempt, Unavailable(f"{type(exc).__name__}"), None)
@@ -194,7 +193,7 @@ class Dispatcher:
                 log.warning("firing timers failed: %s", exc)
                 fired = 0
             if not fired:
-                await _wait_any(self._stopping, asyncio.Event(), min(self._settings.poll_interval, 0.1))
+                await wait_any(self._stopping, None, min(self._settings.poll_interval, 0.1))
 
     async def _fire_timers(self) -> int:
         now = self._clock()
@@ -209,16 +208,13 @@ class Dispatcher:
             )
             for r in sorted(rows, key=lambda r: r["due_at"])
         ]
-        await self._timer_results.submit(changes)
-        ids = [r["id"] for r in rows]
+        # The statuses and the removal of their timers commit together: a crash cannot
+        # fire a timer twice.
         async with self._engine.begin() as conn:
-            await conn.execute(delete(timers).where(timers.c.id.in_(ids)))
+            await record_statuses(conn, self._writer.targets, changes, self._clock())
+            await conn.execute(delete(timers).where(timers.c.id.in_([r["id"] for r in rows])))
         self.webhooks.wake.set()
         return len(rows)
-
-    async def _commit_timer_changes(self, conn: AsyncConnection, batches: list[list[StatusChange]]) -> None:
-        changes = [c for batch in batches for c in batch]
-        await record_statuses(conn, self._writer.targets, changes, self._clock())
 
 
 def _expired(message: dict[str, Any], now: float) -> bool:

@@ -15,11 +15,10 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from missive.cache import TTLCache
 from missive.store.statuses import StatusChange
 from missive.store.tables import accounts, applications, webhook_outbox
 from missive.webhooks.payloads import inbound_payload, status_payload
-
-CACHE_SECONDS = 5.0
 
 
 class WebhookTargets:
@@ -27,17 +26,16 @@ class WebhookTargets:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+        self._cache = TTLCache(clock)
 
     async def _load(self, conn: AsyncConnection, table: Any, ident: str) -> dict[str, Any] | None:
         key = (table.name, ident)
-        hit = self._cache.get(key)
-        now = self._clock()
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        hit, cached = self._cache.get(key)
+        if hit:
+            return cached  # type: ignore[no-any-return]
         row = (await conn.execute(select(table).where(table.c.id == ident))).first()
         value = dict(row._mapping) if row else None
-        self._cache[key] = (now + CACHE_SECONDS, value)
+        self._cache.put(key, value)
         return value
 
     async def urls(self, conn: AsyncConnection, account_id: str, application_id: str | None) -> dict[str, Any]:

@@ -20,10 +20,12 @@ import aiohttp
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from missive.cache import TTLCache
 from missive.config import Settings
 from missive.store.claims import claim_due
 from missive.store.tables import accounts, webhook_attempts, webhook_outbox
 from missive.store.writer import Batcher
+from missive.waiting import wait_any
 from missive.webhooks.signing import sign
 
 log = logging.getLogger("missive.webhooks")
@@ -62,7 +64,7 @@ class WebhookSender:
         # Leased rows of targets at their bound, started as their slots free up.
         self._waiting: dict[str, deque[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._secrets: dict[str, tuple[float, str, str]] = {}
+        self._secrets = TTLCache(clock, ttl=30.0)
         self.wake = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -75,7 +77,7 @@ class WebhookSender:
             while not stopping.is_set():
                 claimed = await self._claim()
                 if not claimed:
-                    await _wait_any(stopping, self.wake, self._settings.poll_interval)
+                    await wait_any(stopping, self.wake, self._settings.poll_interval)
                     self.wake.clear()
                 else:
                     await asyncio.sleep(self._settings.claim_linger)
@@ -138,12 +140,12 @@ class WebhookSender:
                 del self._waiting[target]
 
     async def _signing(self, account_id: str) -> tuple[str, str]:
-        hit = self._secrets.get(account_id)
-        if hit and hit[0] > self._clock():
-            return hit[1], hit[2]
+        hit, cached = self._secrets.get(account_id)
+        if hit:
+            return cached  # type: ignore[no-any-return]
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(accounts.c.api_key, accounts.c.signature_secret).where(accounts.c.id == account_id))).one()
-        self._secrets[account_id] = (self._clock() + 30, row.api_key, row.signature_secret)
+        self._secrets.put(account_id, (row.api_key, row.signature_secret))
         return row.api_key, row.signature_secret
 
     async def _deliver(self, row: dict[str, Any]) -> None:
@@ -216,12 +218,3 @@ class WebhookSender:
             ),
             updates,
         )
-
-
-async def _wait_any(stopping: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
