@@ -462,3 +462,35 @@ def test_cli_refuses_a_link_without_credentials(live: Live) -> None:
                      "--app-secret", SECRET, "--verify-token", VERIFY)
     assert result.returncode != 0
     assert "page_token" in result.stderr
+
+
+def test_a_read_condition_workflow_completes_on_the_read_receipt(live: Live) -> None:
+    """Failover on Messenger with `condition_status: read`: delivered is not enough, read
+    completes the workflow and the SMS fallback is never sent."""
+    user = "psid-workflow"
+    step = {"from": {"type": "messenger", "id": PAGE}, "to": {"type": "messenger", "id": user},
+            "message": {"content": {"type": "text", "text": "Nexmo"}},
+            "failover": {"expiry_time": 600, "condition_status": "read"}}
+    fallback = {"from": {"type": "sms", "number": "Acme"}, "to": {"type": "sms", "number": "447700900555"},
+                "message": {"content": {"type": "text", "text": "Nexmo by SMS"}}}
+    with live.server.client() as client:
+        response = client.post("/v0.1/dispatch", json={"template": "failover", "workflow": [step, fallback]},
+                               headers=live.server.bearer())
+        assert response.status_code == 202, response.text
+        workflow_id = response.json()["dispatch_uuid"]
+        first = client.get(f"/v1/workflows/{workflow_id}", auth=live.server.basic).json()["steps"][0]["message_uuid"]
+    live.wait_hooks("/status", 1, message_uuid=first)
+    assert live.post_webhook(webhook(from_user(user, delivery={"mids": [live_ref(live, first)], "watermark": 1}))).status_code == 200
+    live.wait_hooks("/status", 2, message_uuid=first)
+    with live.server.client() as client:
+        running = client.get(f"/v1/workflows/{workflow_id}", auth=live.server.basic).json()
+    assert running["status"] == "running" and running["current_step"] == 0
+    watermark = int(time.time() * 1000) + 1000
+    assert live.post_webhook(webhook(from_user(user, read={"watermark": watermark}))).status_code == 200
+    report = live.wait_hooks("/status", 1, dispatch_uuid=workflow_id)[0].json
+    assert report["status"] == "completed"
+    assert [(m["message_uuid"], m["channel"], m["status"]) for m in report["_links"]["messages"]] == [(first, "messenger", "read")]
+    with live.server.client() as client:
+        done = client.get(f"/v1/workflows/{workflow_id}", auth=live.server.basic).json()
+    assert done["steps"][0]["completed_by"] == "read" and done["steps"][1]["status"] == "not_sent"
+    assert [h.json["_links"]["workflow"]["dispatch_uuid"] for h in live.hooks("/status", message_uuid=first)] == [workflow_id] * 3

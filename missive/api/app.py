@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,6 +18,7 @@ from missive.api import (
     inbound_viber,
     messages,
     sandbox,
+    workflows,
 )
 from missive.api.errors import ProblemError, on_http_exception, on_problem, on_unexpected
 from missive.api.services import Services
@@ -25,7 +27,8 @@ from missive.config import Settings
 from missive.dispatch.worker import Dispatcher
 from missive.store.db import make_engine, migrate
 from missive.store.tables import messages as messages_table
-from missive.store.tables import outbox
+from missive.store.tables import outbox, timers
+from missive.store.tables import workflows as workflows_table
 from missive.store.writer import GroupWriter
 
 
@@ -43,15 +46,15 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = make_engine(settings)
         await migrate(engine)
-        writer = GroupWriter(engine, [messages_table, outbox], settings.write_batch_max)
+        writer = GroupWriter(engine, [workflows_table, messages_table, outbox, timers], settings.write_batch_max)
         writer.start()
-        dispatcher = Dispatcher(engine, settings) if settings.dispatch_in_serve else None
-        app.state.services = Services(settings, engine, Authenticator(engine, settings), writer, dispatcher)
+        dispatcher = Dispatcher(engine, settings, clock) if settings.dispatch_in_serve else None
+        app.state.services = Services(settings, engine, Authenticator(engine, settings), writer, dispatcher, clock=clock)
         if dispatcher is not None:
             dispatcher.start()
         try:
@@ -63,7 +66,7 @@ def create_app(settings: Settings) -> Starlette:
             await engine.dispose()
 
     app = Starlette(
-        routes=[*messages.routes, *applications.routes, *channels.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *docs.routes],
+        routes=[*messages.routes, *applications.routes, *channels.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes],
         exception_handlers={
             ProblemError: on_problem,
             HTTPException: on_http_exception,

@@ -15,10 +15,11 @@ from starlette.routing import Route
 from missive.api.body import read_json
 from missive.api.errors import InvalidParameter, ProblemError, invalid_params, not_found
 from missive.api.responses import json_response
-from missive.api.services import services
+from missive.api.services import Services, services
 from missive.clock import iso, parse_iso
 from missive.schemas.beta import validate_beta
 from missive.schemas.v1 import PAYLOAD_FIELDS, SUPPORTED_CHANNELS, UNSUPPORTED_CHANNELS, validate_v1
+from missive.schemas.workflows import validate_v1_failover
 from missive.store.messages import (
     MessageFilter,
     Scope,
@@ -26,6 +27,8 @@ from missive.store.messages import (
     list_messages,
     new_message_rows,
 )
+from missive.store.workflows import new_workflow_rows
+from missive.store.writer import Rows
 
 STATUSES = ("accepted", "submitted", "delivered", "read", "rejected", "undeliverable")
 PAGE_SIZE_DEFAULT = 20
@@ -33,11 +36,8 @@ PAGE_SIZE_MAX = 100
 
 
 
-async def _accept(request: Request, validate) -> Response:  # type: ignore[no-untyped-def]
-    svc = services(request)
-    principal = await svc.auth.authenticate(request)
-    body = validate(await read_json(request, svc.settings.max_body_bytes))
-    message_uuid, rows = new_message_rows(body, principal.account_id, principal.application_id)
+async def store_accepted(svc: Services, rows: Rows) -> None:
+    """Commit what accepting a request writes; a 503 (nothing accepted) when it cannot."""
     try:
         await svc.writer.write(rows)
     except Exception:
@@ -50,6 +50,20 @@ async def _accept(request: Request, validate) -> Response:  # type: ignore[no-un
         ) from None
     if svc.dispatcher is not None:
         svc.dispatcher.notify()
+
+
+async def _accept(request: Request, validate) -> Response:  # type: ignore[no-untyped-def]
+    svc = services(request)
+    principal = await svc.auth.authenticate(request)
+    data = await read_json(request, svc.settings.max_body_bytes)
+    if validate is validate_v1 and isinstance(data, dict) and "failover" in data:
+        steps = validate_v1_failover(data)
+        workflow_id, message_uuid, rows = new_workflow_rows(steps, "v1", principal.account_id, principal.application_id, svc.clock())
+        await store_accepted(svc, rows)
+        return json_response({"message_uuid": message_uuid, "workflow_id": workflow_id}, 202)
+    body = validate(data)
+    message_uuid, rows = new_message_rows(body, principal.account_id, principal.application_id, svc.clock())
+    await store_accepted(svc, rows)
     return Response(b'{"message_uuid":"%s"}' % message_uuid.encode(), 202, media_type="application/json")
 
 

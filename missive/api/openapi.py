@@ -13,6 +13,7 @@ from missive.api.channels import LinkRequest
 from missive.api.sandbox import SandboxInbound
 from missive.schemas.beta import BetaMessage
 from missive.schemas.v1 import V1Message
+from missive.schemas.workflows import MAX_STEPS, FailoverRule
 
 REF = "#/components/schemas/{model}"
 
@@ -38,7 +39,10 @@ PROBLEM = {
 ACCEPTED = {
     "type": "object",
     "required": ["message_uuid"],
-    "properties": {"message_uuid": {"type": "string", "format": "uuid"}},
+    "properties": {
+        "message_uuid": {"type": "string", "format": "uuid"},
+        "workflow_id": {"type": "string", "format": "uuid", "description": "When `failover` was given."},
+    },
 }
 
 HISTORY_ENTRY = {
@@ -199,6 +203,45 @@ def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _workflow_paths(components: dict[str, Any], paths: dict[str, Any], beta: dict[str, Any], ref: Any) -> None:
+    """The Workflows API (failover) and reading a workflow back."""
+    rule = _schema(components, "FailoverRule", FailoverRule)
+    components["WorkflowRequest"] = {
+        "type": "object",
+        "required": ["template", "workflow"],
+        "properties": {
+            "template": {"type": "string", "enum": ["failover"]},
+            "workflow": {
+                "type": "array", "minItems": 2, "maxItems": MAX_STEPS,
+                "description": "Every message but the last carries `failover`.",
+                "items": {"allOf": [beta, {"type": "object", "properties": {"failover": rule}}]},
+            },
+        },
+    }
+    step = {"type": "object", "properties": {
+        "step": {"type": "integer"}, "channel": {"type": "string"}, "to": {"type": "string"},
+        "message_uuid": {"type": "string"}, "status": {"type": "string"}, "failover": rule,
+        "started_at": {"type": "string", "format": "date-time"},
+        "left": {"type": "object", "properties": {"reason": {"type": "string", "enum": ["rejected", "undeliverable", "expired"]},
+                                                   "at": {"type": "string", "format": "date-time"}}},
+        "completed_by": {"type": "string", "enum": ["delivered", "read"]}}}
+    components["Workflow"] = {"type": "object", "properties": {
+        "workflow_id": {"type": "string"}, "template": {"type": "string"},
+        "status": {"type": "string", "enum": ["running", "completed", "error"]}, "current_step": {"type": "integer"},
+        "timestamp": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"},
+        "steps": {"type": "array", "items": step}}}
+    accepted = {"202": {"description": "Accepted", "content": _json({
+        "type": "object", "required": ["dispatch_uuid"], "properties": {"dispatch_uuid": {"type": "string"}}})}}
+    create = _operation("Create a failover workflow", "createWorkflow", _responses(accepted, 400, 413, 415, 422, 503),
+                        ref("WorkflowRequest"))
+    paths["/v0.1/dispatch"] = {"post": create}
+    paths["/beta/workflows"] = {"post": {**create, "operationId": "createWorkflowAlias"}}
+    paths["/v1/workflows/{workflow_id}"] = {"get": _operation(
+        "A workflow: its steps, their messages and statuses, why each step was left", "getWorkflow",
+        _responses({"200": {"description": "The workflow", "content": _json(ref("Workflow"))}}, 404),
+        params=[_path("workflow_id")])}
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     components: dict[str, Any] = {
@@ -244,7 +287,10 @@ def openapi_document() -> dict[str, Any]:
     ]
     paths = {
         "/v1/messages": {
-            "post": _operation("Send a message", "sendMessage", _responses(accepted, *send_errors), v1),
+            "post": _operation("Send a message", "sendMessage", _responses(accepted, *send_errors), {"allOf": [v1, {
+                "type": "object", "properties": {"failover": {
+                    "type": "array", "minItems": 1, "maxItems": MAX_STEPS - 1, "items": v1,
+                    "description": "Sent in order when the previous message is rejected or undeliverable."}}}]}),
             "get": _operation(
                 "List messages, newest first",
                 "listMessages",
@@ -330,6 +376,7 @@ def openapi_document() -> dict[str, Any]:
             sandbox_inbound,
         )
     }
+    _workflow_paths(components, paths, beta, ref)
     for path, item in paths.items():
         if path.startswith(("/v2/", "/v1/channels")):
             for operation in item.values():

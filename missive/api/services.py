@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,8 @@ class Services:
     # The in-process dispatcher, woken when a message is accepted (None with `dispatch_in_serve` off).
     dispatcher: Dispatcher | None = None
     targets: WebhookTargets = field(default_factory=WebhookTargets)
+    # Where the API reads the time (tests of expiry inject their own).
+    clock: Callable[[], float] = time.time
 
 
 def services(request: Request) -> Services:

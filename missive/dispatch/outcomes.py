@@ -13,6 +13,7 @@ from missive.channels.base import FollowUp
 from missive.store.statuses import StatusChange, apply_changes
 from missive.store.tables import outbox, provider_refs, timers
 from missive.webhooks.outbox import WebhookTargets, enqueue_status_webhooks
+from missive.workflows import engine as workflows
 
 
 @dataclass(frozen=True)
@@ -72,4 +73,5 @@ class OutcomeWriter:
 async def record_statuses(conn: AsyncConnection, targets: WebhookTargets, changes: list[StatusChange], now: float) -> list[tuple[StatusChange, dict[str, Any]]]:
     applied = await apply_changes(conn, changes)
     await enqueue_status_webhooks(conn, targets, applied, now)
+    await workflows.on_statuses(conn, targets, applied, now)
     return applied

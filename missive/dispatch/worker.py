@@ -7,6 +7,7 @@ It runs inside `missive serve` by default, and alone as `missive dispatch`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher
 from missive.waiting import wait_any
 from missive.webhooks.sender import WebhookSender
+from missive.workflows import engine as workflows
 
 log = logging.getLogger("missive.dispatch")
 
@@ -198,23 +200,31 @@ class Dispatcher:
     async def _fire_timers(self) -> int:
         now = self._clock()
         async with self._engine.begin() as conn:
-            rows = await claim_due(conn, timers, timers.c.id, now, self._settings.lease_seconds, 1000, timers.c.kind == "status")
+            rows = await claim_due(conn, timers, timers.c.id, now, self._settings.lease_seconds, 1000)
         if not rows:
             return 0
-        changes = [
-            StatusChange(
-                r["message_uuid"], r["payload"]["status"], r["due_at"], r["payload"].get("provider_ref"),
-                r["payload"].get("error_code"), r["payload"].get("error_reason"),
-            )
-            for r in sorted(rows, key=lambda r: r["due_at"])
-        ]
-        # The statuses and the removal of their timers commit together: a crash cannot
-        # fire a timer twice.
+        # What the timers do and their removal commit together: a crash cannot fire a
+        # timer twice, nor fail a workflow step over twice. They act in due order, so
+        # that a status due before an expiry counts for the workflow.
         async with self._engine.begin() as conn:
-            await record_statuses(conn, self._writer.targets, changes, self._clock())
+            for kind, group in itertools.groupby(rows, key=lambda r: r["kind"]):
+                if kind == "workflow":
+                    for row in group:
+                        await workflows.on_expiry(conn, self._writer.targets, row, self._clock())
+                else:
+                    await record_statuses(conn, self._writer.targets, [_promised(r) for r in group], self._clock())
             await conn.execute(delete(timers).where(timers.c.id.in_([r["id"] for r in rows])))
         self.webhooks.wake.set()
         return len(rows)
+
+
+def _promised(timer: dict[str, Any]) -> StatusChange:
+    """The status a provider promised (a timer of kind `status`)."""
+    payload = timer["payload"]
+    return StatusChange(
+        timer["message_uuid"], payload["status"], timer["due_at"], payload.get("provider_ref"),
+        payload.get("error_code"), payload.get("error_reason"),
+    )
 
 
 def _expired(message: dict[str, Any], now: float) -> bool:

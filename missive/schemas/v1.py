@@ -128,9 +128,6 @@ def validate_v1(data: object) -> dict[str, Any]:
     except ValidationError as exc:
         errors = invalid_parameters(exc, drop_first=True)
         message = None
-    if "failover" in data:
-        # Until failover workflows exist, refusing is safer than sending without the fallback.
-        errors.append(InvalidParameter("failover", "failover workflows are not available on this server yet"))
     named = {error.name for error in errors}
     errors.extend(rule for rule in _rules(data) if rule.name not in named)
     if errors or message is None:

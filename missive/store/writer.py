@@ -100,7 +100,8 @@ def _driver_insert(table: Table, rows: list[dict], paramstyle: str) -> tuple[str
     accept path; the rows here are plain values we built, so they are bound directly
     (JSON columns serialised with orjson).
     """
-    columns = list(table.c)
+    # The columns the rows give: a column left out (an autoincrement id) takes its default.
+    columns = [c for c in table.c if c.name in rows[0]]
     if paramstyle == "qmark":
         marks = ", ".join("?" for _ in columns)
     elif paramstyle == "numeric_dollar":

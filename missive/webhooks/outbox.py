@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from missive.cache import TTLCache
 from missive.store.statuses import StatusChange
 from missive.store.tables import accounts, applications, webhook_outbox
-from missive.webhooks.payloads import inbound_payload, status_payload
+from missive.webhooks.payloads import inbound_payload, status_payload, workflow_report_payload
 
 
 class WebhookTargets:
@@ -104,5 +104,25 @@ async def enqueue_inbound_webhook(conn: AsyncConnection, targets: WebhookTargets
     await conn.execute(
         webhook_outbox.insert(),
         [_row("inbound", inbound["account_id"], inbound["application_id"], inbound["uuid"], url, method, body, now)],
+    )
+    return True
+
+
+async def enqueue_workflow_report(
+    conn: AsyncConnection, targets: WebhookTargets, workflow: dict[str, Any], statuses: dict[str, dict[str, Any]], now: float
+) -> bool:
+    """The final report goes to the status URL of the application (or account); without
+    one, to the first message's own `webhook_url`."""
+    found = (await targets.urls(conn, workflow["account_id"], workflow["application_id"]))["status"]
+    if found is None:
+        first = workflow["steps"][0]["message"].get("webhook_url")
+        if not first:
+            return False
+        found = (first, "POST")
+    url, method = found
+    body = workflow_report_payload(workflow, statuses, now)
+    await conn.execute(
+        webhook_outbox.insert(),
+        [_row("workflow", workflow["account_id"], workflow["application_id"], workflow["id"], url, method, body, now)],
     )
     return True

@@ -47,7 +47,7 @@ def status_payload(
         payload["client_ref"] = message["client_ref"]
     if message.get("workflow_id"):
         if beta:
-            payload["_links"] = {"workflow": {"href": f"/v1/workflows/{message['workflow_id']}", "workflow_id": message["workflow_id"]}}
+            payload["_links"] = {"workflow": {"dispatch_uuid": message["workflow_id"], "href": f"/v1/workflows/{message['workflow_id']}"}}
         else:
             payload["workflow"] = {"workflow_id": message["workflow_id"]}
     return payload
@@ -74,4 +74,28 @@ def inbound_payload(inbound: dict[str, Any], version: str) -> dict[str, Any]:
         "timestamp": timestamp,
         "message_type": inbound["message_type"],
         **content,
+    }
+
+
+def workflow_report_payload(workflow: dict[str, Any], statuses: dict[str, dict[str, Any]], at: float) -> dict[str, Any]:
+    """The final report of a failover workflow: how it ended and every message it sent."""
+    beta = workflow["source"] == "dispatch"
+    sent = []
+    for step in workflow["steps"]:
+        found = statuses.get(step.get("message_uuid") or "")
+        if found is None:
+            continue
+        channel = found["channel"]
+        sent.append({
+            "message_uuid": step["message_uuid"],
+            "href": f"/v1/messages/{step['message_uuid']}",
+            "channel": BETA_CHANNEL.get(channel, channel) if beta else channel,
+            "status": found["status"],
+        })
+    return {
+        "dispatch_uuid": workflow["id"],
+        "template": workflow["template"],
+        "status": workflow["status"],
+        "timestamp": iso(at),
+        "_links": {"messages": sent},
     }
