@@ -16,6 +16,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
+	npm ci --prefix tests/fakes/smsc --no-audit --no-fund --loglevel=error
 	touch $@
 
 install: $(VENV)/.installed

@@ -221,3 +221,75 @@ provider_users = Table(
     Column("updated_at", Double, nullable=False),
     Index("ix_provider_users_phone", "link_id", "phone"),
 )
+
+# Failover workflows: the steps (each a normalised v1 message and its failover rule),
+# which step is current, and why each step was left. Moves are guarded by `current_step`
+# so that a step is left once, whichever of a status and an expiry timer comes first.
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False),
+    Column("application_id", String(36)),
+    Column("template", String(20), nullable=False),
+    # "dispatch" (the Workflows API, beta messages) or "v1" (a v1 message's failover array).
+    Column("source", String(10), nullable=False),
+    Column("status", String(20), nullable=False),  # running | completed | error
+    Column("current_step", Integer, nullable=False),
+    Column("steps", JSON, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_workflows_account_created", "account_id", "created_at"),
+)
+
+# Numbers (SMS long codes, short codes) and the application their inbound messages go to.
+numbers = Table(
+    "numbers",
+    metadata,
+    Column("number", String(32), primary_key=True),
+    Column("account_id", String(36), nullable=False, index=True),
+    Column("application_id", String(36)),
+    Column("created_at", Double, nullable=False),
+)
+
+# Receipts of single parts of multipart messages (SMS): a message is delivered when
+# every one of its parts is.
+part_receipts = Table(
+    "part_receipts",
+    metadata,
+    Column("kind", String(20), primary_key=True),
+    Column("ref", String(200), primary_key=True),
+    Column("message_uuid", String(36), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+
+# Receipts whose reference matches no sent message yet: kept, and applied when a send
+# result with that reference is recorded (a receipt can overtake its submit_sm_resp).
+unmatched_receipts = Table(
+    "unmatched_receipts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),
+    Column("ref", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("error_code", Integer),
+    Column("error_reason", Text),
+    Column("created_at", Double, nullable=False),
+    Index("ix_unmatched_receipts_ref", "kind", "ref"),
+)
+
+# Parts of inbound multipart SMS waiting for the rest (stored before the SMSC is answered).
+inbound_parts = Table(
+    "inbound_parts",
+    metadata,
+    Column("link_id", String(36), primary_key=True),
+    Column("sender", String(64), primary_key=True),
+    Column("concat_ref", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("to_addr", String(64), nullable=False),
+    Column("data_coding", Integer, nullable=False),
+    Column("payload", Text, nullable=False),  # hex
+    Column("created_at", Double, nullable=False),
+)
