@@ -14,6 +14,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive import credentials
+from missive.cli_numbers import number_cli
 from missive.cli_support import account_id_for, channel_add_cli, emit, fail, with_engine
 from missive.config import Settings
 from missive.dispatch.callbacks import record_inbound
@@ -29,6 +30,7 @@ sandbox_cli = typer.Typer(help="The sandbox provider.", no_args_is_help=True)
 app.add_typer(account_cli, name="account")
 app.add_typer(app_cli, name="app")
 app.add_typer(channel_cli, name="channel")
+app.add_typer(number_cli, name="number")
 app.add_typer(sandbox_cli, name="sandbox")
 channel_cli.add_typer(channel_add_cli, name="add")
 

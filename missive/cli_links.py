@@ -76,3 +76,32 @@ def add_viber(
         except SendError as error:
             fail(f"link stored, but Viber refused the webhook: {error.reason}")
         typer.echo(f"webhook registered with Viber: {url}", err=True)
+
+
+@channel_add_cli.command("sms")
+def add_sms(
+    host: str = typer.Option(..., help="The SMSC's host."),
+    port: int = typer.Option(..., help="The SMSC's SMPP port."),
+    system_id: str = typer.Option(..., help="The SMPP system_id (up to 15 characters)."),
+    password: str = typer.Option(..., help="The SMPP password (up to 8; stored, never shown)."),
+    system_type: str = typer.Option("", help="The SMPP system_type, if the SMSC wants one."),
+    binds: int = typer.Option(1, help="bind_transceiver sessions to keep open."),
+    window: int = typer.Option(10, help="submit_sm awaiting their answer, per session."),
+    tls: bool = typer.Option(False, "--tls", help="SMPP over TLS."),
+    tls_no_verify: bool = typer.Option(False, "--tls-no-verify", help="Accept any certificate (a self-signed SMSC)."),
+    source_ton: int = typer.Option(None, help="Source TON (default: 5 for alphanumeric senders, 1 for numbers)."),
+    source_npi: int = typer.Option(None, help="Source NPI (default: 0 for alphanumeric senders, 1 for numbers)."),
+    sender: list[str] = typer.Option(None, "--sender", help="Route messages from this sender here (repeatable)."),
+    prefix: list[str] = typer.Option(None, "--prefix", help="Route messages to numbers starting so here (repeatable)."),
+    name: str = typer.Option(None, help="A name for the link."),
+    app_id: str = typer.Option(None, "--app", help="Only for this application."),
+    tps: float = typer.Option(None, help="SMS parts per second at most."),
+    default: bool = typer.Option(False, "--default", help="The account's default link for SMS."),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """An SMSC reached over SMPP 3.4: sends, delivery receipts and inbound SMS."""
+    config = {"host": host, "port": port, "system_id": system_id, "password": password, "system_type": system_type,
+              "binds": binds, "window": window, "tls": tls, "tls_verify": not tls_no_verify,
+              "source_ton": source_ton, "source_npi": source_npi, "senders": sender or [], "prefixes": prefix or []}
+    add_link("sms", "sms", name, config, app_id, tps, default, api_key, as_json)

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     graph_api_version: str = "v19.0"
     viber_api_url: str = "https://chatapi.viber.com"
     provider_timeout: float = 10.0
+    # How often the dispatcher opens sessions of new SMPP links and closes removed ones.
+    sessions_interval: float = 5.0
 
     # The sandbox channel's simulated receipts, and an optional log of what reached it.
     sandbox_delivered_after: float = 1.0

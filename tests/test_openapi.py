@@ -43,7 +43,9 @@ def test_every_route_is_documented(document: dict) -> None:
     assert set(paths["/v2/applications"]) == {"post", "get"}
     assert set(paths["/v2/applications/{app_id}"]) == {"get", "put", "delete"}
     assert set(paths["/v1/channels"]) == {"post", "get"}
-    assert set(paths["/v1/channels/{link_id}"]) == {"get", "delete"}
+    assert set(paths["/v1/channels/{link_id}"]) == {"get", "patch", "delete"}
+    assert set(paths["/v1/numbers"]) == {"post", "get"}
+    assert set(paths["/v1/numbers/{number}"]) == {"get", "patch", "put", "delete"}
     assert "post" in paths["/v1/sandbox/inbound"]
     Draft202012Validator.check_schema(document["components"]["schemas"]["V1Message"])
 

@@ -17,6 +17,7 @@ from missive.api import (
     inbound_messenger,
     inbound_viber,
     messages,
+    numbers,
     sandbox,
     workflows,
 )
@@ -66,7 +67,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             await engine.dispose()
 
     app = Starlette(
-        routes=[*messages.routes, *applications.routes, *channels.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes],
+        routes=[*messages.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes],
         exception_handlers={
             ProblemError: on_problem,
             HTTPException: on_http_exception,

@@ -2,6 +2,7 @@
 
     POST /v1/channels {"kind": "sandbox", "channel": "sms", "name": "test",
                        "config": {"delivered_after": 0.5}, "tps": 50, "default": true}
+    PATCH /v1/channels/ID {"tps": null, "config": {"read_after": 2}}
 
 Credentials are stored with the link and never returned: `config` in answers leaves
 out the keys the channel kind declares secret.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,6 +38,29 @@ class LinkRequest(BaseModel):
     tps: float | None = Field(None, gt=0, le=100_000)
     default: bool = False
     config: dict[str, Any] = Field(default_factory=dict)
+
+
+class LinkUpdate(BaseModel):
+    """PATCH: only what is given changes; `config` is merged into the stored one key by
+    key (a key set to null is removed, a secret left out keeps its stored value)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=100)
+    application_id: str | None = None
+    tps: float | None = Field(None, gt=0, le=100_000)
+    default: bool | None = None
+    config: dict[str, Any] | None = None
+
+    @field_validator("name", "default", "config", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        """May be left out, not cleared (None only as the default: left out)."""
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+FIXED = ("kind", "channel")
 
 
 def link_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +114,28 @@ def parse_link(data: object) -> tuple[LinkRequest, dict[str, Any]]:
     return request, config
 
 
+def parse_update(data: object) -> LinkUpdate:
+    if not isinstance(data, dict):
+        raise invalid_params([InvalidParameter("body", "must be a JSON object")])
+    errors = [InvalidParameter(k, "cannot be changed: remove the link and add another") for k in FIXED if k in data]
+    try:
+        update = LinkUpdate.model_validate({k: v for k, v in data.items() if k not in FIXED})
+    except ValidationError as exc:
+        errors += invalid_parameters(exc)
+    if errors:
+        raise invalid_params(errors)
+    return update
+
+
+def merged_config(kind: str, stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The stored config with `changes` applied, checked with the kind's model."""
+    merged = {k: v for k, v in {**stored, **changes}.items() if v is not None}
+    try:
+        return config_model(kind).model_validate(merged).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise invalid_params([InvalidParameter(f"config.{p.name}", p.reason) for p in invalid_parameters(exc)]) from None
+
+
 async def create(request: Request) -> Response:
     svc = services(request)
     principal = await svc.auth.authenticate(request, allow_jwt=False)
@@ -134,6 +180,33 @@ async def read(request: Request) -> Response:
     return json_response(link_view(row))
 
 
+async def change(request: Request) -> Response:
+    svc = services(request)
+    principal = await svc.auth.authenticate(request, allow_jwt=False)
+    parsed = parse_update(await read_json(request, svc.settings.max_body_bytes))
+    given = parsed.model_fields_set
+    if parsed.application_id and await app_store.get_application(svc.engine, parsed.application_id, principal.account_id) is None:
+        raise invalid_params([InvalidParameter("application_id", "is not an application of this account")])
+    fields: dict[str, Any] = {k: getattr(parsed, k) for k in ("name", "application_id", "tps") if k in given}
+    if "default" in given:
+        fields["is_default"] = 1 if parsed.default else 0
+
+    def merge(row: dict[str, Any]) -> dict[str, Any]:
+        return merged_config(row["kind"], row["config"], parsed.config or {})
+
+    link_id = request.path_params["link_id"]
+    found = await store.update_link(svc.engine, principal.account_id, link_id, fields, merge if "config" in given else None)
+    if found is None:
+        raise not_found("Channel link", link_id)
+    before, row = found
+    view = link_view(row)
+    if row["kind"] == "viber" and svc.settings.public_url and any(
+        before["config"].get(k) != row["config"].get(k) for k in ("service_id", "auth_token")
+    ):
+        view["webhook"] = await _register_viber(svc.settings, row)
+    return json_response(view)
+
+
 async def remove(request: Request) -> Response:
     svc = services(request)
     principal = await svc.auth.authenticate(request, allow_jwt=False)
@@ -146,5 +219,6 @@ routes = [
     Route("/v1/channels", create, methods=["POST"]),
     Route("/v1/channels", list_all, methods=["GET"]),
     Route("/v1/channels/{link_id}", read, methods=["GET"]),
+    Route("/v1/channels/{link_id}", change, methods=["PATCH"]),
     Route("/v1/channels/{link_id}", remove, methods=["DELETE"]),
 ]

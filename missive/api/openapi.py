@@ -9,7 +9,8 @@ from pydantic import TypeAdapter
 
 from missive import __version__
 from missive.api.applications import ApplicationRequest
-from missive.api.channels import LinkRequest
+from missive.api.channels import LinkRequest, LinkUpdate
+from missive.api.numbers import NumberRequest, NumberUpdate
 from missive.api.sandbox import SandboxInbound
 from missive.schemas.beta import BetaMessage
 from missive.schemas.v1 import V1Message
@@ -242,6 +243,31 @@ def _workflow_paths(components: dict[str, Any], paths: dict[str, Any], beta: dic
         params=[_path("workflow_id")])}
 
 
+def _number_paths(components: dict[str, Any], paths: dict[str, Any], ref: Any) -> None:
+    """`/v1/numbers`: which application an SMS number's inbound messages go to."""
+    request = _schema(components, "NumberRequest", NumberRequest)
+    change = _schema(components, "NumberUpdate", NumberUpdate)
+    components["Number"] = {"type": "object", "required": ["number", "application_id", "created_at"], "properties": {
+        "number": {"type": "string"}, "application_id": {"type": ["string", "null"]}, "created_at": {"type": "string"}}}
+    components["NumberList"] = {"type": "object", "required": ["_embedded"], "properties": {"_embedded": {
+        "type": "object", "properties": {"numbers": {"type": "array", "items": ref("Number")}}}}}
+    one = {"200": {"description": "The number", "content": _json(ref("Number"))}}
+    param = [_path("number")]
+    update = _operation("Change the application of a number", "updateNumber", _responses(one, 400, 404, 413, 415, 422), change, param)
+    paths["/v1/numbers"] = {
+        "post": _operation("Link a number to an application", "createNumber",
+                           _responses({"201": {"description": "Created", "content": _json(ref("Number"))}}, 400, 409, 413, 415, 422),
+                           request),
+        "get": _operation("List numbers", "listNumbers", _responses({"200": {"description": "Numbers", "content": _json(ref("NumberList"))}})),
+    }
+    paths["/v1/numbers/{number}"] = {
+        "get": _operation("Get a number", "getNumber", _responses(one, 404), params=param),
+        "patch": update,
+        "put": {**update, "operationId": "replaceNumber"},
+        "delete": _operation("Unlink a number", "deleteNumber", _responses({"204": {"description": "Removed"}}, 404), params=param),
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     components: dict[str, Any] = {
@@ -257,6 +283,7 @@ def openapi_document() -> dict[str, Any]:
     beta = _schema(components, "BetaMessage", BetaMessage)
     app_request = _schema(components, "ApplicationRequest", ApplicationRequest)
     link_request = _schema(components, "ChannelLinkRequest", LinkRequest)
+    link_update = _schema(components, "ChannelLinkUpdate", LinkUpdate)
     sandbox_inbound = _schema(components, "SandboxInbound", SandboxInbound)
     components["ChannelLink"] = CHANNEL_LINK
     components["ChannelLinkList"] = {
@@ -351,6 +378,10 @@ def openapi_document() -> dict[str, Any]:
     }
     paths["/v1/channels/{link_id}"] = {
         "get": _operation("Get a channel link", "getChannelLink", _responses(link_ok, 404), params=[_path("link_id")]),
+        "patch": _operation(
+            "Change a channel link (config merged key by key)", "updateChannelLink",
+            _responses(link_ok, 400, 404, 413, 415, 422), link_update, params=[_path("link_id")],
+        ),
         "delete": _operation(
             "Remove a channel link", "deleteChannelLink", _responses({"204": {"description": "Removed"}}, 404), params=[_path("link_id")]
         ),
@@ -377,8 +408,9 @@ def openapi_document() -> dict[str, Any]:
         )
     }
     _workflow_paths(components, paths, beta, ref)
+    _number_paths(components, paths, ref)
     for path, item in paths.items():
-        if path.startswith(("/v2/", "/v1/channels")):
+        if path.startswith(("/v2/", "/v1/channels", "/v1/numbers")):
             for operation in item.values():
                 operation["security"] = [{"basicAuth": []}]
     return {

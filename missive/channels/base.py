@@ -13,6 +13,7 @@ and provider callbacks into events.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -26,6 +27,9 @@ class ChannelLink:
     channel: str
     config: dict[str, Any]
     tps: float | None = None
+    # Whose link it is: where messages that arrive on it go (SMPP sessions push them).
+    account_id: str | None = None
+    application_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,35 @@ class InboundEvent:
     message_type: str
     payload: dict[str, Any] = field(default_factory=dict)
     provider_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A receipt for one provider reference (an SMS part): `refs` are the ways the
+    provider may have written it (an SMSC id in decimal or hex), the exact one first."""
+
+    refs: tuple[str, ...]
+    status: str
+    error_code: int | None = None
+    error_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundPart:
+    """One part of a multipart inbound message (SMS concatenation), kept until all arrive."""
+
+    to: str
+    sender: str
+    concat_ref: int
+    total: int
+    seq: int
+    data_coding: int
+    payload: bytes
+
+
+# What a channel with its own connections (SMPP) hands to the dispatcher; it answers the
+# provider only after this returns, so an event is stored before it is acknowledged.
+EventSink = Callable[[ChannelLink, list["Receipt | InboundEvent | InboundPart"]], Awaitable[None]]
 
 
 class SendError(Exception):

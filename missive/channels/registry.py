@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from missive.channels.base import Channel
 from missive.channels.messenger import MessengerChannel
 from missive.channels.sandbox import SandboxChannel
+from missive.channels.sms import SmsChannel
 from missive.channels.viber import ViberChannel
 from missive.config import Settings
 
@@ -22,6 +23,7 @@ KINDS: dict[str, type] = {
     SandboxChannel.kind: SandboxChannel,
     ViberChannel.kind: ViberChannel,
     MessengerChannel.kind: MessengerChannel,
+    SmsChannel.kind: SmsChannel,
 }
 
 # Which API channel names each kind can carry.

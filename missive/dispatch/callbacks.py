@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.channels.base import InboundEvent, StatusEvent
-from missive.dispatch.outcomes import record_statuses
+from missive.dispatch.recording import record_statuses
 from missive.store.statuses import StatusChange
 from missive.store.tables import inbound_messages, provider_refs, seen_events
 from missive.webhooks.outbox import WebhookTargets, enqueue_inbound_webhook
@@ -80,13 +80,13 @@ async def ingest(
                     StatusChange(message_uuid, event.status, now, event.provider_ref, event.error_code, event.error_reason)
                 )
             else:
-                await _store_inbound(conn, targets, owner, event, now)
+                await store_inbound(conn, targets, owner, event, now)
                 counts["inbound"] += 1
         counts["statuses"] = len(await record_statuses(conn, targets, changes, now))
     return counts
 
 
-async def _store_inbound(
+async def store_inbound(
     conn: AsyncConnection, targets: WebhookTargets, owner: LinkOwner, event: InboundEvent, now: float
 ) -> dict[str, Any]:
     row = {
@@ -112,4 +112,4 @@ async def record_inbound(
 ) -> dict[str, Any]:
     """Store one inbound message (the sandbox's, made on demand) and queue its webhook."""
     async with engine.begin() as conn:
-        return await _store_inbound(conn, targets, LinkOwner("sandbox", account_id, application_id), event, time.time())
+        return await store_inbound(conn, targets, LinkOwner("sandbox", account_id, application_id), event, time.time())

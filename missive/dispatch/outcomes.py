@@ -4,16 +4,16 @@ transaction, statement by statement (executemany), not message by message."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import bindparam, delete, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.channels.base import FollowUp
-from missive.store.statuses import StatusChange, apply_changes
+from missive.dispatch.link_events import rematch
+from missive.dispatch.recording import record_statuses
+from missive.store.statuses import StatusChange
 from missive.store.tables import outbox, provider_refs, timers
-from missive.webhooks.outbox import WebhookTargets, enqueue_status_webhooks
-from missive.workflows import engine as workflows
+from missive.webhooks.outbox import WebhookTargets
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,9 @@ class OutcomeWriter:
             await conn.execute(provider_refs.insert(), ref_rows)
         if timer_rows:
             await conn.execute(timers.insert(), timer_rows)
-        await record_statuses(conn, self.targets, [o.change for o in done if o.change is not None], max((o.at for o in outcomes), default=0.0))
-
-
-async def record_statuses(conn: AsyncConnection, targets: WebhookTargets, changes: list[StatusChange], now: float) -> list[tuple[StatusChange, dict[str, Any]]]:
-    applied = await apply_changes(conn, changes)
-    await enqueue_status_webhooks(conn, targets, applied, now)
-    await workflows.on_statuses(conn, targets, applied, now)
-    return applied
+        now = max((o.at for o in outcomes), default=0.0)
+        await record_statuses(conn, self.targets, [o.change for o in done if o.change is not None], now)
+        sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
+        if sms_refs:
+            # Receipts that overtook their submit_sm_resp are applied now, after `submitted`.
+            await rematch(conn, self.targets, sms_refs, now)

@@ -28,14 +28,16 @@ from missive.channels.base import (
 from missive.channels.registry import build_channels
 from missive.config import Settings
 from missive.dispatch import viber_rules
-from missive.dispatch.outcomes import Outcome, OutcomeWriter, record_statuses
+from missive.dispatch.link_events import apply_link_events
+from missive.dispatch.outcomes import Outcome, OutcomeWriter
 from missive.dispatch.ratelimit import RateLimiter
+from missive.dispatch.recording import record_statuses
 from missive.dispatch.retry import RetryPolicy
-from missive.dispatch.routing import LinkRouter
+from missive.dispatch.routing import LinkRouter, as_link
 from missive.sms.gsm import count_parts
 from missive.store.claims import claim_due
 from missive.store.statuses import StatusChange
-from missive.store.tables import messages, outbox, timers
+from missive.store.tables import channel_links, messages, outbox, timers
 from missive.store.writer import Batcher
 from missive.waiting import wait_any
 from missive.webhooks.sender import WebhookSender
@@ -58,11 +60,19 @@ class Dispatcher:
         self._settings = settings
         self._clock = clock
         self._channels = channels if channels is not None else build_channels(settings)
+        for channel in self._channels.values():
+            if hasattr(channel, "sink"):
+                channel.sink = self._link_events
         self._router = LinkRouter(engine, settings, clock)
         self._limiter = RateLimiter()
         self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
         self._writer = OutcomeWriter()
         self._results: Batcher[Outcome] = Batcher(engine, self._writer.commit, name="dispatch-results")
+        # What SMPP sessions push (receipts, inbound SMS), many per transaction; each is
+        # acknowledged to the SMSC once its batch has committed.
+        self._pushed: Batcher[tuple[ChannelLink, list[Any]]] = Batcher(
+            engine, lambda conn, batch: apply_link_events(conn, self._writer.targets, batch, self._clock()),
+            name="link-events")
         self.webhooks = WebhookSender(engine, settings, clock)
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -71,10 +81,12 @@ class Dispatcher:
 
     def start(self) -> None:
         self._results.start()
+        self._pushed.start()
         self._loops = [
             asyncio.create_task(self._outbox_loop(), name="missive-outbox"),
             asyncio.create_task(self._timer_loop(), name="missive-timers"),
             asyncio.create_task(self.webhooks.run(self._stopping), name="missive-webhooks"),
+            asyncio.create_task(self._sessions_loop(), name="missive-sessions"),
         ]
 
     async def stop(self) -> None:
@@ -84,6 +96,7 @@ class Dispatcher:
             await asyncio.wait(self._tasks, timeout=self._settings.shutdown_timeout)
         await asyncio.wait(self._loops, timeout=self._settings.shutdown_timeout + 1)
         await self._results.stop()
+        await self._pushed.stop()
         for channel in self._channels.values():
             await channel.close()
 
@@ -184,6 +197,28 @@ class Dispatcher:
             return Outcome(uuid, now, retry_at=now + delay, attempts=attempt, error=str(error))
         status = "undeliverable" if error.retryable or isinstance(error, Undeliverable) else "rejected"
         return Outcome(uuid, now, StatusChange(uuid, status, now, error_code=error.code, error_reason=error.reason))
+
+    # -- channels with their own connections (SMPP) ----------------------------------
+
+    async def _sessions_loop(self) -> None:
+        """Keep the sessions of every link of a connected kind open (and close those of
+        removed links), so that receipts and inbound messages arrive while nothing is sent."""
+        kinds = [kind for kind, channel in self._channels.items() if hasattr(channel, "maintain")]
+        while kinds and not self._stopping.is_set():
+            try:
+                async with self._engine.connect() as conn:
+                    rows = [dict(r._mapping) for r in await conn.execute(
+                        select(channel_links).where(channel_links.c.kind.in_(kinds)))]
+                for kind in kinds:
+                    links = [as_link(r, self._settings) for r in rows if r["kind"] == kind]
+                    await self._channels[kind].maintain(links)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - tried again at the next round
+                log.warning("keeping provider sessions failed: %s", exc)
+            await wait_any(self._stopping, None, self._settings.sessions_interval)
+
+    async def _link_events(self, link: ChannelLink, events: list[Any]) -> None:
+        await self._pushed.submit((link, events))
+        self.webhooks.wake.set()
 
     # -- timers -----------------------------------------------------------------------
 

@@ -41,6 +41,15 @@ def make_engine(settings: Settings) -> AsyncEngine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # The driver would only BEGIN before its first write, so a transaction's reads
+            # ran outside it and a decision made on them (a status moving forward, a receipt
+            # finding its message) could race a concurrent commit. Transactions are begun
+            # here instead, IMMEDIATE: they hold the writer lock from their first read.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive.store.tables import channel_links
@@ -56,6 +57,30 @@ async def get_link(engine: AsyncEngine, account_id: str, link_id: str) -> dict[s
             )
         ).first()
     return dict(row._mapping) if row else None
+
+
+async def update_link(
+    engine: AsyncEngine,
+    account_id: str,
+    link_id: str,
+    fields: dict[str, Any],
+    new_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Change a link's columns; `new_config(stored row)` makes its new config, in the same
+    transaction as the read (an exception from it changes nothing). (before, after), or
+    None when the account has no such link."""
+    where = (channel_links.c.account_id == account_id, channel_links.c.id == link_id)
+    async with engine.begin() as conn:
+        found = (await conn.execute(select(channel_links).where(*where).with_for_update())).first()
+        if found is None:
+            return None
+        before = dict(found._mapping)
+        values = dict(fields)
+        if new_config is not None:
+            values["config"] = new_config(before)
+        if values:
+            await conn.execute(update(channel_links).where(*where).values(**values))
+    return before, {**before, **values}
 
 
 async def delete_link(engine: AsyncEngine, account_id: str, link_id: str) -> bool:

@@ -10,7 +10,7 @@ status webhook.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -53,6 +53,10 @@ async def apply_changes(
         row = current.get(change.message_uuid)
         if row is None:
             continue
+        if moves_forward(row["status"], change.status) and change.at <= row["updated_at"]:
+            # A receipt can be read before the send result it follows is recorded (SMSCs
+            # answer fast); its time is put just after, so that timestamps tell the order.
+            change = replace(change, at=row["updated_at"] + 0.001)
         events.append(
             {
                 "message_uuid": change.message_uuid,

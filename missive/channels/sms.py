@@ -1,0 +1,207 @@
+"""SMS over SMPP 3.4: one pool of bind_transceiver sessions per link, submit_sm per
+part, and the SMSC's deliver_sm (receipts and inbound SMS) handed to the dispatcher.
+
+    link config: host, port, system_id, password, system_type, binds, window, tls,
+                 source_ton/npi (else 5/0 for alphanumeric senders, 1/1 for numbers),
+                 senders / prefixes (routing rules), receipt_ids
+    send:        encode (GSM 03.38 or UCS-2, UDH parts), submit each part in order,
+                 the SMSC ids of all parts become the message's references
+    errors:      throttling / full queue -> Throttled (link slowed); other temporary
+                 statuses, a dropped session -> Unavailable (retried); a refused
+                 bind -> Misconfigured; any other status -> Rejected with a mapped code
+
+Sessions stay up between sends (`maintain` opens them for every SMS link, so receipts
+and inbound SMS arrive even when nothing is sent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from missive.channels.base import (
+    ChannelLink,
+    EventSink,
+    Misconfigured,
+    OutboundMessage,
+    Rejected,
+    SendResult,
+    Throttled,
+    Unavailable,
+)
+from missive.config import Settings
+from missive.sms.deliveries import is_receipt, parse_inbound, parse_receipt
+from missive.sms.encoding import encode_sms
+from missive.sms.smpp_pdus import ESME_RMSGQFUL, ESME_RTHROTTLED, DeliverSm, SmppError
+from missive.sms.smpp_session import BindConfig, SessionDown, SmppPool
+
+log = logging.getLogger("missive.sms")
+
+# SMPP statuses that refuse a message, and the Messages API error they become.
+REJECTIONS = {
+    0x01: (1090, "Message too long"),
+    0x0A: (1120, "Illegal Sender Address - rejected"),
+    0x0B: (1170, "Invalid or Missing Msisdn Param"),
+    0x0D: (1030, "Internal error"),
+    0x45: (1330, "Unknown"),
+    0x48: (1020, "Invalid params"),
+    0x49: (1020, "Invalid params"),
+    0x50: (1020, "Invalid params"),
+    0x51: (1020, "Invalid params"),
+    0x62: (1130, "Invalid TTL"),
+}
+
+
+class SmsConfig(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    system_id: str = Field(min_length=1, max_length=15)
+    password: str = Field(max_length=8)
+    system_type: str = Field("", max_length=12)
+    binds: int = Field(1, ge=1, le=32)
+    window: int = Field(10, ge=1, le=1000)
+    tls: bool = False
+    tls_verify: bool = True
+    enquire_link_interval: float = Field(30.0, ge=1, le=3600)
+    source_ton: int | None = Field(None, ge=0, le=6)
+    source_npi: int | None = Field(None, ge=0, le=18)
+    dest_ton: int = Field(1, ge=0, le=6)
+    dest_npi: int = Field(1, ge=0, le=18)
+    # Routing: messages from these senders, or to numbers with these prefixes, use this link.
+    senders: list[str] = Field(default_factory=list, max_length=100)
+    prefixes: list[str] = Field(default_factory=list, max_length=1000)
+
+
+def _fingerprint(link: ChannelLink) -> str:
+    return hashlib.sha256(orjson.dumps(link.config, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def source_address(sender: str, config: dict[str, Any]) -> tuple[str, int, int]:
+    """Alphanumeric senders are TON 5 / NPI 0, numbers TON 1 / NPI 1, unless the link says."""
+    ton, npi = (1, 1) if sender.isdigit() else (5, 0)
+    if config.get("source_ton") is not None:
+        ton = config["source_ton"]
+    if config.get("source_npi") is not None:
+        npi = config["source_npi"]
+    return sender, ton, npi
+
+
+class SmsChannel:
+    kind: ClassVar[str] = "sms"
+    carries: ClassVar[tuple[str, ...]] = ("sms",)
+    secrets: ClassVar[tuple[str, ...]] = ("password",)
+    Config: ClassVar[type[BaseModel]] = SmsConfig
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings or Settings()
+        self._pools: dict[str, tuple[str, SmppPool]] = {}
+        # Pools of links whose configuration changed, closed at the next `maintain`.
+        self._closing: set[SmppPool] = set()
+        self.sink: EventSink | None = None
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def _pool(self, link: ChannelLink) -> SmppPool:
+        fingerprint = _fingerprint(link)
+        found = self._pools.get(link.id)
+        if found is not None and found[0] == fingerprint:
+            return found[1]
+        if found is not None:
+            log.info("link %s: configuration changed, rebinding", link.id)
+            self._closing.add(found[1])
+        config = SmsConfig.model_validate(link.config)
+        bind = BindConfig(
+            host=config.host, port=config.port, system_id=config.system_id, password=config.password,
+            system_type=config.system_type, tls=config.tls, tls_verify=config.tls_verify, window=config.window,
+            enquire_link_interval=config.enquire_link_interval, response_timeout=self._settings.provider_timeout,
+        )
+
+        async def on_deliver(pdu: DeliverSm) -> None:
+            await self._delivered(link, pdu)
+
+        pool = SmppPool(bind, config.binds, on_deliver, name=f"sms-{link.id[:8]}")
+        pool.start()
+        self._pools[link.id] = (fingerprint, pool)
+        return pool
+
+    async def maintain(self, links: list[ChannelLink]) -> None:
+        """Keep sessions open for exactly these links."""
+        wanted = {link.id for link in links}
+        for link in links:
+            try:
+                self._pool(link)
+            except ValueError as exc:
+                log.warning("link %s: cannot bind: %s", link.id, exc)
+        for link_id in [k for k in self._pools if k not in wanted]:
+            _, pool = self._pools.pop(link_id)
+            await pool.close()
+        while self._closing:
+            await self._closing.pop().close()
+
+    async def close(self) -> None:
+        pools = [pool for _, pool in self._pools.values()]
+        self._pools.clear()
+        for pool in pools:
+            await pool.close()
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def send(self, message: OutboundMessage, link: ChannelLink) -> SendResult:
+        pool = self._pool(link)
+        text = message.text or ""
+        encoding = (message.body.get("sms") or {}).get("encoding_type", "auto")
+        encoded = encode_sms(text, encoding, ref=int(message.uuid[:4], 16) & 0xFF)
+        source, ton, npi = source_address(message.sender, link.config)
+        ids = []
+        for part in encoded.parts:
+            params = {
+                "source_addr": source, "source_addr_ton": ton, "source_addr_npi": npi,
+                "destination_addr": message.to,
+                "dest_addr_ton": link.config.get("dest_ton", 1), "dest_addr_npi": link.config.get("dest_npi", 1),
+                "esm_class": encoded.esm_class, "data_coding": encoded.data_coding,
+                "registered_delivery": 1, "short_message": part,
+            }
+            ids.append(await self._submit(pool, params))
+        return SendResult(provider_ref=ids[0], all_refs=tuple(f"{link.id}:{smsc_id}" for smsc_id in ids))
+
+    async def _submit(self, pool: SmppPool, params: dict[str, Any]) -> str:
+        try:
+            return await pool.submit(params)
+        except SmppError as error:
+            if error.status in (ESME_RTHROTTLED, ESME_RMSGQFUL):
+                raise Throttled(1.0, f"SMSC: {error.name}") from None
+            if error.retryable:
+                raise Unavailable(f"SMSC: {error.name}") from None
+            code, reason = REJECTIONS.get(error.status, (1330, "Unknown"))
+            raise Rejected(code, f"{reason} (SMSC {error.name})") from None
+        except SessionDown as down:
+            refused = next((b.last_error for b in pool.binds if b.last_error and "bind refused" in b.last_error), None)
+            if refused and not pool.bound_count:
+                raise Misconfigured(f"the SMSC refused the bind: {refused.split(':', 1)[-1].strip()}") from None
+            raise Unavailable(f"SMPP session: {down}") from None
+
+    # -- what the SMSC pushes -----------------------------------------------------------
+
+    async def _delivered(self, link: ChannelLink, pdu: DeliverSm) -> None:
+        """Turn a deliver_sm into an event and hand it over; raising makes the session
+        answer with a temporary error, so the SMSC sends it again."""
+        if is_receipt(pdu.esm_class, pdu.receipted_message_id):
+            receipt = parse_receipt(pdu.short_message, pdu.receipted_message_id, pdu.message_state, link.id)
+            if receipt is None:
+                log.info("link %s: receipt that is not final, ignored", link.id)
+                return
+            events: list[Any] = [receipt]
+        else:
+            sar = (pdu.sar_msg_ref_num, pdu.sar_total_segments, pdu.sar_segment_seqnum)
+            events = [parse_inbound(pdu.destination_addr, pdu.source_addr, pdu.esm_class, pdu.data_coding,
+                                    pdu.short_message, pdu.message_payload, sar)]
+        if self.sink is None:
+            raise RuntimeError("no dispatcher to take SMSC events")
+        await self.sink(link, events)
+

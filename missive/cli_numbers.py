@@ -1,0 +1,83 @@
+"""`missive number add|list|remove`: which application an SMS number's inbound messages go to.
+
+The same rules as `/v1/numbers`: numbers are normalised, a number belongs to one account,
+and the application must be the account's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from missive.cli_support import account_id_for, emit, fail, with_engine
+from missive.store import numbers as number_store
+
+number_cli = typer.Typer(help="SMS numbers: which application receives their inbound messages.", no_args_is_help=True)
+
+
+def _view(row: dict) -> dict:
+    from missive.api.numbers import number_view
+
+    return number_view(row)
+
+
+@number_cli.command("add")
+def number_add(
+    number: str = typer.Argument(..., help="E.164 (447700900000, +44 7700 900000) or a short code."),
+    app_id: str = typer.Option(None, "--app", help="The application its inbound messages go to (else the account's URL)."),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Link a number to an application of the account."""
+
+    async def work(engine: AsyncEngine) -> dict:
+        return await number_store.add_number(engine, await account_id_for(engine, api_key), number, app_id)
+
+    try:
+        row = with_engine(work)
+    except ValueError as exc:
+        fail(f"number {number!r} {exc}")
+    except (LookupError, number_store.NumberTaken) as exc:
+        fail(str(exc))
+    emit(_view(row), as_json)
+
+
+@number_cli.command("list")
+def number_list(
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the account's numbers and their applications."""
+
+    async def work(engine: AsyncEngine) -> list[dict]:
+        return await number_store.list_numbers(engine, await account_id_for(engine, api_key))
+
+    try:
+        views = [_view(row) for row in with_engine(work)]
+    except LookupError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(views))
+        return
+    for view in views:
+        typer.echo(f"{view['number']:<16} {view['application_id'] or '(account)'}")
+
+
+@number_cli.command("remove")
+def number_remove(
+    number: str = typer.Argument(...),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+) -> None:
+    """Unlink a number from the account."""
+
+    async def work(engine: AsyncEngine) -> bool:
+        return await number_store.remove_number(engine, await account_id_for(engine, api_key), number)
+
+    try:
+        if not with_engine(work):
+            fail(f"no number {number} in this account")
+    except LookupError as exc:
+        fail(str(exc))
+    typer.echo(f"removed {number}")

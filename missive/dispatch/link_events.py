@@ -1,0 +1,166 @@
+"""What a channel's own connections push (SMPP receipts and inbound SMS), stored in one
+transaction before the provider is answered.
+
+    Receipt       -> the message with that reference: its status; for a multipart SMS,
+                     `delivered` once every part is, `undeliverable` at the first failed
+                     part; no such message yet -> kept in `unmatched_receipts` and applied
+                     when a send result with that reference is recorded
+    InboundPart   -> kept until every part of the message has arrived, then reassembled
+    InboundEvent  -> an inbound message for the application owning the `to` number
+                     (else the link's owner), and its webhook
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from missive.channels.base import ChannelLink, InboundEvent, InboundPart, Receipt
+from missive.dispatch.callbacks import LinkOwner, store_inbound
+from missive.dispatch.recording import record_statuses
+from missive.sms.deliveries import id_forms, text_event
+from missive.sms.encoding import join_parts
+from missive.store.numbers import owner_of
+from missive.store.statuses import StatusChange
+from missive.store.tables import (
+    inbound_parts,
+    messages,
+    part_receipts,
+    provider_refs,
+    unmatched_receipts,
+)
+from missive.webhooks.outbox import WebhookTargets
+
+log = logging.getLogger("missive.dispatch")
+
+# Parts of an inbound message older than this never complete: a new part with the same
+# reference starts a new message.
+PART_WINDOW = 3600.0
+# Statuses of a message that still expects receipts.
+WAITING = ("accepted", "submitted")
+
+
+def ref_forms(ref: str) -> tuple[str, ...]:
+    """`link:smsc_id` in every form an SMSC may write the id."""
+    link_id, sep, smsc_id = ref.rpartition(":")
+    if not sep:
+        return id_forms(ref)
+    return tuple(f"{link_id}:{form}" for form in id_forms(smsc_id))
+
+
+async def apply_link_events(
+    conn: AsyncConnection, targets: WebhookTargets, batch: list[tuple[ChannelLink, list[Any]]], now: float
+) -> None:
+    """Store a batch of what links pushed, in the caller's transaction."""
+    changes: list[StatusChange] = []
+    for link, events in batch:
+        for event in events:
+            if isinstance(event, Receipt):
+                changes.extend(await receipt_changes(conn, link.kind, event, now))
+                continue
+            if isinstance(event, InboundPart):
+                event = await _reassemble(conn, link, event, now)
+                if event is None:
+                    continue
+            await _inbound(conn, targets, link, event, now)
+    await record_statuses(conn, targets, changes, now)
+
+
+async def receipt_changes(
+    conn: AsyncConnection, kind: str, receipt: Receipt, now: float, keep_unmatched: bool = True
+) -> list[StatusChange]:
+    found = (
+        await conn.execute(
+            select(provider_refs.c.ref, provider_refs.c.message_uuid, messages.c.status)
+            .join(messages, messages.c.uuid == provider_refs.c.message_uuid)
+            .where(provider_refs.c.kind == kind, provider_refs.c.ref.in_(receipt.refs))
+        )
+    ).all()
+    # The id as written matches whatever its message's state; another reading of it (a
+    # decimal id read as hex...) only a message still waiting for its receipt, so that
+    # "20" meaning 0x20 does not land on an older message whose id was 20.
+    rows = [r for r in found if r.ref == receipt.refs[0] or r.status in WAITING]
+    if not rows:
+        if keep_unmatched:
+            log.warning("receipt for unknown reference %s (%s): kept until a message with it is recorded",
+                        receipt.refs[0], receipt.status)
+            await conn.execute(unmatched_receipts.insert().values(
+                kind=kind, ref=receipt.refs[0], status=receipt.status, error_code=receipt.error_code,
+                error_reason=receipt.error_reason, created_at=now))
+        return []
+    ref, message_uuid, _ = min(rows, key=lambda row: (row.status not in WAITING, receipt.refs.index(row.ref)))
+    smsc_id = ref.rpartition(":")[2]
+    change = StatusChange(message_uuid, receipt.status, now, smsc_id, receipt.error_code, receipt.error_reason)
+    parts = (await conn.execute(
+        select(func.count()).select_from(provider_refs).where(provider_refs.c.message_uuid == message_uuid)
+    )).scalar_one()
+    if parts <= 1:
+        return [change]
+    seen = (await conn.execute(
+        select(part_receipts.c.status).where(part_receipts.c.kind == kind, part_receipts.c.ref == ref)
+    )).first()
+    if seen is not None:
+        return []  # this part's receipt again
+    await conn.execute(part_receipts.insert().values(
+        kind=kind, ref=ref, message_uuid=message_uuid, status=receipt.status, created_at=now))
+    if receipt.status != "delivered":
+        return [change]
+    delivered = (await conn.execute(
+        select(func.count()).select_from(part_receipts).where(
+            part_receipts.c.message_uuid == message_uuid, part_receipts.c.status == "delivered")
+    )).scalar_one()
+    return [change] if delivered >= parts else []
+
+
+async def rematch(conn: AsyncConnection, targets: WebhookTargets, refs: list[tuple[str, str]], now: float) -> None:
+    """Apply kept receipts that name references just recorded (called in the same
+    transaction as the send results, after their `submitted`)."""
+    by_kind: dict[str, set[str]] = {}
+    for kind, ref in refs:
+        by_kind.setdefault(kind, set()).update(ref_forms(ref))
+    changes: list[StatusChange] = []
+    for kind, forms in by_kind.items():
+        kept = (await conn.execute(
+            select(unmatched_receipts).where(unmatched_receipts.c.kind == kind, unmatched_receipts.c.ref.in_(forms))
+            .order_by(unmatched_receipts.c.id)
+        )).all()
+        for row in kept:
+            receipt = Receipt(ref_forms(row.ref), row.status, row.error_code, row.error_reason)
+            # A millisecond after `submitted`, so that timestamps tell the statuses' order.
+            changes.extend(await receipt_changes(conn, kind, receipt, now + 0.001, keep_unmatched=False))
+        if kept:
+            await conn.execute(delete(unmatched_receipts).where(unmatched_receipts.c.id.in_([r.id for r in kept])))
+    if changes:
+        await record_statuses(conn, targets, changes, now)
+
+
+async def _reassemble(conn: AsyncConnection, link: ChannelLink, part: InboundPart, now: float) -> InboundEvent | None:
+    key = (
+        inbound_parts.c.link_id == link.id,
+        inbound_parts.c.sender == part.sender,
+        inbound_parts.c.concat_ref == part.concat_ref,
+    )
+    await conn.execute(delete(inbound_parts).where(*key, inbound_parts.c.created_at < now - PART_WINDOW))
+    known = (await conn.execute(select(inbound_parts.c.seq).where(*key, inbound_parts.c.seq == part.seq))).first()
+    if known is None:
+        await conn.execute(inbound_parts.insert().values(
+            link_id=link.id, sender=part.sender, concat_ref=part.concat_ref, seq=part.seq, total=part.total,
+            to_addr=part.to, data_coding=part.data_coding, payload=part.payload.hex(), created_at=now))
+    rows = (await conn.execute(select(inbound_parts).where(*key).order_by(inbound_parts.c.seq))).all()
+    if {r.seq for r in rows} != set(range(1, part.total + 1)):
+        return None
+    await conn.execute(delete(inbound_parts).where(*key))
+    text = join_parts([bytes.fromhex(r.payload) for r in rows], rows[0].data_coding)
+    return text_event(part.to, part.sender, text, part.total)
+
+
+async def _inbound(conn: AsyncConnection, targets: WebhookTargets, link: ChannelLink, event: InboundEvent, now: float) -> None:
+    owner = await owner_of(conn, event.to)
+    account_id, application_id = owner if owner else (link.account_id, link.application_id)
+    if account_id is None:
+        log.warning("link %s: inbound message to %s has no owner; dropped", link.id, event.to)
+        return
+    await store_inbound(conn, targets, LinkOwner(link.kind, account_id, application_id), event, now)

@@ -1,0 +1,434 @@
+"""SMPP 3.4 client sessions (ESME side) on asyncio: binds kept alive, a window, receipts.
+
+smpplib only encodes and decodes the PDUs (see `smpp_pdus`): its own client is blocking
+sockets and a thread per session, so the transport, the window of outstanding
+submit_sm, the keep-alive and the reconnects are written here.
+
+`submit` fails with SmppError when the SMSC answers a non-zero command_status
+(`retryable` for the statuses SMPP 3.4 makes temporary, see RETRYABLE), and with
+SessionDown when there is no bind, the connection drops or no response comes in time:
+the message may or may not have reached the SMSC, and the caller retries.
+
+A deliver_sm (receipt or inbound message) is answered only after the handler returns,
+so nothing is acknowledged before it is safe; a handler that raises gets ESME_RX_T_APPN
+back to the SMSC, which delivers the PDU again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from smpplib.exceptions import UnknownCommandError
+
+from missive.sms import smpp_pdus as pdus
+from missive.sms.smpp_pdus import RETRYABLE as RETRYABLE  # re-exported: the callers' one import
+from missive.sms.smpp_pdus import BindRefused, DeliverSm, SmppError
+
+log = logging.getLogger("missive.smpp")
+
+# How long close() waits for running deliver handlers and for the unbind_resp.
+CLOSE_WAIT = 2.0
+
+
+@dataclass(frozen=True)
+class BindConfig:
+    host: str
+    port: int
+    system_id: str
+    password: str = field(repr=False)  # never logged, never in a repr
+    system_type: str = ""
+    tls: bool = False
+    window: int = 10
+    enquire_link_interval: float = 30.0
+    response_timeout: float = 10.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    connect_timeout: float = 10.0
+    tls_verify: bool = True  # off for an SMSC with a self-signed certificate
+
+    def __post_init__(self) -> None:
+        # SMPP 3.4 sizes, NUL included; smpplib would cut longer values silently.
+        for name, limit in (("system_id", 16), ("password", 9), ("system_type", 13)):
+            if len(getattr(self, name)) >= limit:
+                raise ValueError(f"{name} is at most {limit - 1} characters in SMPP 3.4")
+
+
+class SessionDown(Exception):
+    """No usable bind, or the connection dropped, or no response in time."""
+
+
+DeliverHandler = Callable[[DeliverSm], Awaitable[None]]
+Response = tuple[int, Any]  # (command_status, decoded PDU or None)
+
+
+def backoff(failures: int, low: float, high: float) -> float:
+    """Exponential from `low`, capped at `high`, jittered over the upper half of it."""
+    cap = min(high, low * 2 ** min(failures, 30))
+    return random.uniform(max(low, cap / 2), cap)
+
+
+class _Link:
+    """One TCP connection: its pending requests and its window of submit_sm."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, window: int) -> None:
+        self.reader, self.writer = reader, writer
+        self.window = window
+        self.pending: dict[int, asyncio.Future[Response]] = {}
+        self.in_flight = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.closed = asyncio.Event()
+        self.reason = ""
+        self.bound = False
+
+    @property
+    def load(self) -> int:
+        return self.in_flight + len(self.waiters)
+
+    def write(self, data: bytes) -> None:
+        if self.closed.is_set():
+            raise SessionDown(self.reason)
+        self.writer.write(data)
+
+    async def send(self, data: bytes) -> None:
+        self.write(data)
+        try:
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            self.shut(f"write failed: {exc!r}")
+            raise SessionDown(self.reason) from exc
+
+    def expect(self, sequence: int) -> asyncio.Future[Response]:
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.pending[sequence] = future
+        return future
+
+    async def take_slot(self) -> None:
+        """Wait for room in the window (first come, first served); SessionDown on a drop."""
+        if self.closed.is_set():
+            raise SessionDown(self.reason)
+        if self.in_flight < self.window and not self.waiters:
+            self.in_flight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter  # release() hands its slot over: in_flight is already counted
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release()  # handed a slot while being cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
+
+    def shut(self, reason: str) -> None:
+        """Close once; every pending request and window waiter fails with SessionDown."""
+        if self.closed.is_set():
+            return
+        self.reason, self.bound = reason, False
+        self.closed.set()
+        for future in [*self.pending.values(), *self.waiters]:
+            if not future.done():
+                future.set_exception(SessionDown(reason))
+                future.exception()  # retrieved: no "never retrieved" warning if nobody waits
+        self.pending.clear()
+        self.waiters.clear()
+        self.writer.close()
+
+
+class SmppBind:
+    """One bind_transceiver session kept alive: connect (TCP or TLS), bind, enquire_link
+    every interval (no response within response_timeout = dead), answer the SMSC's
+    enquire_link and unbind, reconnect with jittered exponential backoff after a drop, an
+    unbind or a refused bind; at most `window` submit_sm outstanding."""
+
+    def __init__(self, config: BindConfig, on_deliver: DeliverHandler, name: str = "bind-0") -> None:
+        self.config = config
+        self.name = name
+        self.last_error: str | None = None
+        self._on_deliver = on_deliver
+        self._sequence = pdus.Sequence()
+        self._link: _Link | None = None
+        self._bound = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"smpp-{self.name}")
+
+    @property
+    def bound(self) -> bool:
+        return self._link is not None and self._link.bound
+
+    @property
+    def load(self) -> int | None:
+        """Outstanding plus queued submits, or None when not bound."""
+        return self._link.load if self._link is not None and self._link.bound else None
+
+    async def wait_bound(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._bound.wait(), timeout)
+        return self.bound
+
+    async def submit(self, params: dict[str, Any]) -> str:
+        """Send one submit_sm and return the SMSC's message_id."""
+        data = pdus.encode_submit(0, params)  # bad fields fail here, before any waiting
+        link = await self._ready_link()
+        await link.take_slot()
+        try:
+            status, resp = await self._request(link, "submit_sm", data=data)
+        finally:
+            link.release()
+        if status != pdus.ESME_ROK:
+            if status == pdus.ESME_RINVBNDSTS:
+                link.shut("the SMSC says we are not bound")
+            raise SmppError(status)
+        if resp is None:
+            raise SessionDown("undecodable submit_sm_resp: accepted, but under an unknown id")
+        return pdus.text(resp.message_id)
+
+    async def close(self) -> None:
+        """Unbind gracefully (waiting briefly for unbind_resp) and stop reconnecting."""
+        self._stopping.set()
+        if self._deliveries:
+            await asyncio.wait(self._deliveries, timeout=CLOSE_WAIT)
+        link = self._link
+        if link is not None and link.bound:
+            with contextlib.suppress(SessionDown, TimeoutError):
+                await self._request(link, "unbind", min(CLOSE_WAIT, self.config.response_timeout))
+            link.shut("closed")
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._deliveries):
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+
+    async def _ready_link(self) -> _Link:
+        if self._stopping.is_set():
+            raise SessionDown(f"{self.name} is closed")
+        if not self.bound and not await self.wait_bound(self.config.response_timeout):
+            raise SessionDown(f"{self.name} not bound: {self.last_error or 'connecting'}")
+        assert self._link is not None
+        return self._link
+
+    async def _request(self, link: _Link, name: str, timeout: float | None = None,
+                       data: bytes | None = None, **fields: Any) -> Response:
+        """Send a request (`data` if given, else encoded from `fields`) and await its response."""
+        sequence = self._sequence.next_sequence()
+        data = pdus.resequence(data, sequence) if data else pdus.encode(name, sequence, **fields)
+        timeout = self.config.response_timeout if timeout is None else timeout
+        future = link.expect(sequence)
+        try:
+            await link.send(data)
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise SessionDown(f"no {name}_resp (sequence {sequence}) within {timeout}s") from None
+        finally:
+            link.pending.pop(sequence, None)
+
+    # -- the session --------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._stopping.is_set():
+            bound_at: float | None = None
+            link: _Link | None = None
+            reader: asyncio.Task[None] | None = None
+            try:
+                link = await self._connect()
+                self._link = link
+                reader = loop.create_task(self._read(link), name=f"smpp-{self.name}-read")
+                status, _ = await self._request(
+                    link, "bind_transceiver", system_id=self.config.system_id, password=self.config.password,
+                    system_type=self.config.system_type,
+                )
+                if status != pdus.ESME_ROK:
+                    raise BindRefused(status)
+                link.bound, bound_at = True, loop.time()
+                self._bound.set()
+                log.info("%s bound to %s:%d as %s", self.name, self.config.host, self.config.port, self.config.system_id)
+                await self._keep_alive(link)
+                self.last_error = link.reason
+            except (OSError, TimeoutError, SessionDown, BindRefused) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+            except Exception as exc:  # a bug must not end the reconnecting
+                log.exception("%s: session failed", self.name)
+                self.last_error = repr(exc)
+            finally:
+                self._bound.clear()
+                self._link = None
+                if link is not None:
+                    link.shut(self.last_error or "session ended")
+                if reader is not None:
+                    reader.cancel()
+                    await asyncio.gather(reader, return_exceptions=True)
+            if self._stopping.is_set():
+                break
+            # A session that stayed up a while starts the backoff over; a flapping one does not.
+            if bound_at is not None and loop.time() - bound_at >= self.config.reconnect_max:
+                failures = 0
+            delay = backoff(failures, self.config.reconnect_min, self.config.reconnect_max)
+            failures += 1
+            log.warning("%s down (%s); reconnecting in %.2fs", self.name, self.last_error, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _connect(self) -> _Link:
+        context: ssl.SSLContext | None = None
+        if self.config.tls:
+            context = ssl.create_default_context()
+            if not self.config.tls_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.config.host, self.config.port, ssl=context,
+                                        server_hostname=self.config.host if context else None),
+                self.config.connect_timeout,
+            )
+        except TimeoutError:
+            raise SessionDown(f"connect to {self.config.host}:{self.config.port} timed out") from None
+        return _Link(reader, writer, self.config.window)
+
+    async def _keep_alive(self, link: _Link) -> None:
+        """enquire_link every interval until the link closes; a missing response kills it."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.closed.wait(), self.config.enquire_link_interval)
+                return
+            await self._request(link, "enquire_link")
+
+    async def _read(self, link: _Link) -> None:
+        try:
+            while not link.closed.is_set():
+                head = await link.reader.readexactly(pdus.HEADER_SIZE)
+                length, command_id, status, sequence = pdus.header(head)
+                if not pdus.HEADER_SIZE <= length <= pdus.MAX_PDU:
+                    link.shut(f"absurd command_length {length}: stream out of step")
+                    return
+                data = head + await link.reader.readexactly(length - pdus.HEADER_SIZE)
+                await self._received(link, data, command_id, status, sequence)
+        except asyncio.IncompleteReadError:
+            link.shut("connection closed by the SMSC")
+        except (ConnectionError, OSError) as exc:
+            link.shut(f"connection lost: {exc!r}")
+        except SessionDown:
+            pass  # a write on a link already shut
+        except Exception as exc:
+            log.exception("%s: reading failed", self.name)
+            link.shut(f"reading failed: {exc!r}")
+
+    async def _received(self, link: _Link, data: bytes, command_id: int, status: int, sequence: int) -> None:
+        is_response = bool(command_id & pdus.RESPONSE_BIT)
+        try:
+            pdu = pdus.decode(data)
+        except Exception as exc:
+            unknown = isinstance(exc, UnknownCommandError)
+            log.warning("%s: %s PDU 0x%08X (seq %d): %r", self.name, "unknown" if unknown else "undecodable",
+                        command_id, sequence, exc)
+            if not is_response:
+                nack = pdus.ESME_RINVCMDID if unknown else pdus.ESME_RINVCMDLEN
+                link.write(pdus.encode("generic_nack", sequence, status=nack))
+                return
+            pdu = None  # a response still settles its request, by its status
+        if is_response:
+            if command_id == pdus.GENERIC_NACK and not status:
+                status = pdus.ESME_RUNKNOWNERR  # a nack is never a success
+            future = link.pending.get(sequence)
+            if future is not None and not future.done():
+                future.set_result((status, pdu))
+            elif command_id == pdus.GENERIC_NACK:
+                log.warning("%s: generic_nack %s for sequence %d", self.name, pdus.status_name(status), sequence)
+            return
+        name = pdu.command
+        if name == "enquire_link":
+            link.write(pdus.encode("enquire_link_resp", sequence))
+        elif name == "deliver_sm":
+            task = asyncio.get_running_loop().create_task(self._deliver(link, pdu))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        elif name == "unbind":
+            await link.send(pdus.encode("unbind_resp", sequence))
+            link.shut("unbound by the SMSC")
+        elif name == "alert_notification":
+            pass  # has no response, and we keep no availability state
+        else:
+            link.write(pdus.encode("generic_nack", sequence, status=pdus.ESME_RINVCMDID))
+
+    async def _deliver(self, link: _Link, pdu: Any) -> None:
+        status = pdus.ESME_ROK
+        try:
+            await self._on_deliver(pdus.to_deliver_sm(pdu, self.name))
+        except Exception:
+            log.exception("%s: deliver_sm handler failed (seq %d); asking for redelivery", self.name, pdu.sequence)
+            status = pdus.ESME_RX_T_APPN
+        try:
+            await link.send(pdus.encode("deliver_sm_resp", pdu.sequence, status=status))
+        except SessionDown:
+            log.warning("%s: deliver_sm seq %d handled but the link is gone; the SMSC will redeliver",
+                        self.name, pdu.sequence)
+
+
+class SmppPool:
+    """K binds of one link; a submit goes to the bound session with the fewest outstanding."""
+
+    def __init__(self, config: BindConfig, binds: int, on_deliver: DeliverHandler, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.binds = [SmppBind(config, on_deliver, f"{name}-{i}") for i in range(binds)]
+
+    def start(self) -> None:
+        for bind in self.binds:
+            bind.start()
+
+    @property
+    def bound_count(self) -> int:
+        return sum(bind.bound for bind in self.binds)
+
+    async def wait_bound(self, timeout: float) -> bool:
+        """True as soon as any bind is bound."""
+        if self.bound_count:
+            return True
+        waits = [asyncio.ensure_future(bind.wait_bound(timeout)) for bind in self.binds]
+        try:
+            for finished in asyncio.as_completed(waits):
+                if await finished:
+                    return True
+            return False
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    async def submit(self, params: dict[str, Any]) -> str:
+        if not self.bound_count and not await self.wait_bound(self.config.response_timeout):
+            last = next((b.last_error for b in self.binds if b.last_error), None) or "connecting"
+            raise SessionDown(f"{self.name}: no bound session: {last}")
+        loads = [(load, i) for i, bind in enumerate(self.binds) if (load := bind.load) is not None]
+        if not loads:
+            raise SessionDown(f"{self.name}: no bound session")
+        # Least loaded first; ties drawn at random, so an idle pool spreads its submits too.
+        _, _, best = min((load, random.random(), i) for load, i in loads)
+        return await self.binds[best].submit(params)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(bind.close() for bind in self.binds))
