@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive import credentials
 from missive.cli_numbers import number_cli
-from missive.cli_support import account_id_for, channel_add_cli, emit, fail, with_engine
+from missive.cli_support import (
+    account_id_for,
+    channel_add_cli,
+    emit,
+    fail,
+    for_account,
+    with_engine,
+)
 from missive.config import Settings
 from missive.dispatch.callbacks import record_inbound
 from missive.store import accounts as account_store
@@ -180,13 +187,7 @@ def channel_list(
     """List the channel links of an account."""
     from missive.api.channels import link_view
 
-    async def work(engine: AsyncEngine) -> list[dict]:
-        return await link_store.list_links(engine, await account_id_for(engine, api_key))
-
-    try:
-        views = [link_view(row) for row in with_engine(work)]
-    except LookupError as exc:
-        fail(str(exc))
+    views = [link_view(row) for row in for_account(api_key, link_store.list_links)]
     if as_json:
         typer.echo(json.dumps(views))
         return
@@ -200,15 +201,8 @@ def channel_remove(
     api_key: str = typer.Option(None, help="The account (needed when there are several)."),
 ) -> None:
     """Remove a channel link; its channel falls back to another link or the sandbox."""
-
-    async def work(engine: AsyncEngine) -> bool:
-        return await link_store.delete_link(engine, await account_id_for(engine, api_key), link_id)
-
-    try:
-        if not with_engine(work):
-            fail(f"no channel link {link_id}")
-    except LookupError as exc:
-        fail(str(exc))
+    if not for_account(api_key, lambda engine, account_id: link_store.delete_link(engine, account_id, link_id)):
+        fail(f"no channel link {link_id}")
     typer.echo(f"removed {link_id}")
 
 

@@ -11,7 +11,7 @@ import json
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from missive.cli_support import account_id_for, emit, fail, with_engine
+from missive.cli_support import account_id_for, emit, fail, for_account, with_engine
 from missive.store import numbers as number_store
 
 number_cli = typer.Typer(help="SMS numbers: which application receives their inbound messages.", no_args_is_help=True)
@@ -50,14 +50,7 @@ def number_list(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the account's numbers and their applications."""
-
-    async def work(engine: AsyncEngine) -> list[dict]:
-        return await number_store.list_numbers(engine, await account_id_for(engine, api_key))
-
-    try:
-        views = [_view(row) for row in with_engine(work)]
-    except LookupError as exc:
-        fail(str(exc))
+    views = [_view(row) for row in for_account(api_key, number_store.list_numbers)]
     if as_json:
         typer.echo(json.dumps(views))
         return
@@ -71,13 +64,6 @@ def number_remove(
     api_key: str = typer.Option(None, help="The account (needed when there are several)."),
 ) -> None:
     """Unlink a number from the account."""
-
-    async def work(engine: AsyncEngine) -> bool:
-        return await number_store.remove_number(engine, await account_id_for(engine, api_key), number)
-
-    try:
-        if not with_engine(work):
-            fail(f"no number {number} in this account")
-    except LookupError as exc:
-        fail(str(exc))
+    if not for_account(api_key, lambda engine, account_id: number_store.remove_number(engine, account_id, number)):
+        fail(f"no number {number} in this account")
     typer.echo(f"removed {number}")

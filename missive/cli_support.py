@@ -60,6 +60,19 @@ async def account_id_for(engine: AsyncEngine, api_key: str | None) -> str:
     return str(rows[0].id)
 
 
+def for_account(api_key: str | None, action: Callable[[AsyncEngine, str], Awaitable[T]]) -> T:
+    """Run `action(engine, account_id)` for the account named by --api-key (or the only
+    one); a missing account ends the command with its message."""
+
+    async def work(engine: AsyncEngine) -> T:
+        return await action(engine, await account_id_for(engine, api_key))
+
+    try:
+        return with_engine(work)
+    except LookupError as exc:
+        fail(str(exc))
+
+
 def add_link(
     kind: str,
     channel: str,
