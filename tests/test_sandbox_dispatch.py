@@ -1204,7 +1204,7 @@ def test_sigterm_stops_within_the_shutdown_timeout_and_a_restart_loses_nothing(
             (h.json["message_uuid"], h.json["status"]) for h in hooks if 200 <= h.answered < 300
         }
 
-    drained.receiver.wait_for(complete, timeout=15)
+    drained.receiver.wait_for(complete, timeout=40)
     time.sleep(0.3)
     hooks = drained.receiver.snapshot(accepted_only=True)
     seen = [(h.json["message_uuid"], h.json["status"]) for h in hooks]
