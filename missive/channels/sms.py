@@ -34,7 +34,7 @@ from missive.channels.base import (
     Unavailable,
 )
 from missive.config import Settings
-from missive.sms.deliveries import is_receipt, parse_inbound, parse_receipt
+from missive.sms.deliveries import is_receipt, parse_inbound, parse_receipt, scoped_ref
 from missive.sms.encoding import encode_sms
 from missive.sms.smpp_pdus import ESME_RMSGQFUL, ESME_RTHROTTLED, DeliverSm, SmppError
 from missive.sms.smpp_session import BindConfig, SessionDown, SmppPool
@@ -168,7 +168,7 @@ class SmsChannel:
                 "registered_delivery": 1, "short_message": part,
             }
             ids.append(await self._submit(pool, params))
-        return SendResult(provider_ref=ids[0], all_refs=tuple(f"{link.id}:{smsc_id}" for smsc_id in ids))
+        return SendResult(provider_ref=ids[0], all_refs=tuple(scoped_ref(link.id, smsc_id) for smsc_id in ids))
 
     async def _submit(self, pool: SmppPool, params: dict[str, Any]) -> str:
         try:

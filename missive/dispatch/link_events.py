@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from missive.channels.base import ChannelLink, InboundEvent, InboundPart, Receipt
 from missive.dispatch.callbacks import LinkOwner, store_inbound
 from missive.dispatch.recording import record_statuses
-from missive.sms.deliveries import id_forms, text_event
+from missive.sms.deliveries import ref_forms, smsc_id_of, text_event
 from missive.sms.encoding import join_parts
 from missive.store.numbers import owner_of
 from missive.store.statuses import StatusChange
@@ -41,14 +41,6 @@ log = logging.getLogger("missive.dispatch")
 PART_WINDOW = 3600.0
 # Statuses of a message that still expects receipts.
 WAITING = ("accepted", "submitted")
-
-
-def ref_forms(ref: str) -> tuple[str, ...]:
-    """`link:smsc_id` in every form an SMSC may write the id."""
-    link_id, sep, smsc_id = ref.rpartition(":")
-    if not sep:
-        return id_forms(ref)
-    return tuple(f"{link_id}:{form}" for form in id_forms(smsc_id))
 
 
 async def apply_link_events(
@@ -92,8 +84,7 @@ async def receipt_changes(
                 error_reason=receipt.error_reason, created_at=now))
         return []
     ref, message_uuid, _ = min(rows, key=lambda row: (row.status not in WAITING, receipt.refs.index(row.ref)))
-    smsc_id = ref.rpartition(":")[2]
-    change = StatusChange(message_uuid, receipt.status, now, smsc_id, receipt.error_code, receipt.error_reason)
+    change = StatusChange(message_uuid, receipt.status, now, smsc_id_of(ref), receipt.error_code, receipt.error_reason)
     parts = (await conn.execute(
         select(func.count()).select_from(provider_refs).where(provider_refs.c.message_uuid == message_uuid)
     )).scalar_one()
@@ -129,8 +120,7 @@ async def rematch(conn: AsyncConnection, targets: WebhookTargets, refs: list[tup
         )).all()
         for row in kept:
             receipt = Receipt(ref_forms(row.ref), row.status, row.error_code, row.error_reason)
-            # A millisecond after `submitted`, so that timestamps tell the statuses' order.
-            changes.extend(await receipt_changes(conn, kind, receipt, now + 0.001, keep_unmatched=False))
+            changes.extend(await receipt_changes(conn, kind, receipt, now, keep_unmatched=False))
         if kept:
             await conn.execute(delete(unmatched_receipts).where(unmatched_receipts.c.id.in_([r.id for r in kept])))
     if changes:

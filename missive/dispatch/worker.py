@@ -36,8 +36,9 @@ from missive.dispatch.retry import RetryPolicy
 from missive.dispatch.routing import LinkRouter, as_link
 from missive.sms.gsm import count_parts
 from missive.store.claims import claim_due
+from missive.store.links import links_of_kinds
 from missive.store.statuses import StatusChange
-from missive.store.tables import channel_links, messages, outbox, timers
+from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher
 from missive.waiting import wait_any
 from missive.webhooks.sender import WebhookSender
@@ -206,9 +207,7 @@ class Dispatcher:
         kinds = [kind for kind, channel in self._channels.items() if hasattr(channel, "maintain")]
         while kinds and not self._stopping.is_set():
             try:
-                async with self._engine.connect() as conn:
-                    rows = [dict(r._mapping) for r in await conn.execute(
-                        select(channel_links).where(channel_links.c.kind.in_(kinds)))]
+                rows = await links_of_kinds(self._engine, kinds)
                 for kind in kinds:
                     links = [as_link(r, self._settings) for r in rows if r["kind"] == kind]
                     await self._channels[kind].maintain(links)  # type: ignore[attr-defined]

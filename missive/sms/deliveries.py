@@ -44,6 +44,21 @@ def id_forms(smsc_id: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(forms))
 
 
+def scoped_ref(link_id: str, smsc_id: str) -> str:
+    """How an SMSC id is stored: scoped by its link, since two SMSCs may both issue "17"."""
+    return f"{link_id}:{smsc_id}"
+
+
+def ref_forms(ref: str) -> tuple[str, ...]:
+    """A stored reference in every form its SMSC may write the id, the literal one first."""
+    link_id, _, smsc_id = ref.rpartition(":")
+    return tuple(scoped_ref(link_id, form) for form in id_forms(smsc_id))
+
+
+def smsc_id_of(ref: str) -> str:
+    return ref.rpartition(":")[2]
+
+
 def is_receipt(esm_class: int, receipted_message_id: str | None) -> bool:
     return (esm_class & _TYPE_MASK) in (RECEIPT_CLASS, INTERMEDIATE_CLASS) or bool(receipted_message_id)
 
@@ -57,7 +72,7 @@ def parse_receipt(
     stat = STATES.get(message_state or 0) or fields.get("stat", "").upper()
     if not smsc_id:
         return None
-    refs = tuple(f"{link_id}:{form}" for form in id_forms(smsc_id))
+    refs = ref_forms(scoped_ref(link_id, smsc_id))
     if stat == "DELIVRD":
         return Receipt(refs, "delivered")
     if stat in FAILURES:

@@ -59,6 +59,13 @@ async def get_link(engine: AsyncEngine, account_id: str, link_id: str) -> dict[s
     return dict(row._mapping) if row else None
 
 
+async def links_of_kinds(engine: AsyncEngine, kinds: list[str]) -> list[dict[str, Any]]:
+    """Every account's links of these kinds (the ones whose sessions a dispatcher keeps)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(channel_links).where(channel_links.c.kind.in_(kinds)))
+        return [dict(row._mapping) for row in rows]
+
+
 async def update_link(
     engine: AsyncEngine,
     account_id: str,
