@@ -89,6 +89,8 @@ def add_sms(
     window: int = typer.Option(10, help="submit_sm awaiting their answer, per session."),
     tls: bool = typer.Option(False, "--tls", help="SMPP over TLS."),
     tls_no_verify: bool = typer.Option(False, "--tls-no-verify", help="Accept any certificate (a self-signed SMSC)."),
+    receipt_ids: str = typer.Option("as_submitted", help="Receipt ids as submit_sm_resp gave them (as_submitted), "
+                                    "in hex for decimal ones (hex), or in decimal for hex ones (decimal)."),
     source_ton: int = typer.Option(None, help="Source TON (default: 5 for alphanumeric senders, 1 for numbers)."),
     source_npi: int = typer.Option(None, help="Source NPI (default: 0 for alphanumeric senders, 1 for numbers)."),
     sender: list[str] = typer.Option(None, "--sender", help="Route messages from this sender here (repeatable)."),
@@ -103,5 +105,6 @@ def add_sms(
     """An SMSC reached over SMPP 3.4: sends, delivery receipts and inbound SMS."""
     config = {"host": host, "port": port, "system_id": system_id, "password": password, "system_type": system_type,
               "binds": binds, "window": window, "tls": tls, "tls_verify": not tls_no_verify,
-              "source_ton": source_ton, "source_npi": source_npi, "senders": sender or [], "prefixes": prefix or []}
+              "source_ton": source_ton, "source_npi": source_npi, "senders": sender or [], "prefixes": prefix or [],
+              "receipt_ids": receipt_ids}
     add_link("sms", "sms", name, config, app_id, tps, default, api_key, as_json)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from missive.sms.deliveries import parse_receipt
 from missive.sms.encoding import decode_payload, split_udh
 from missive.sms.gsm import count_parts
 from tests.fakes.fake_smsc import FakeSMSC
@@ -161,11 +162,36 @@ def test_failed_receipts_are_undeliverable(live: Live, stat: str, code: int) -> 
     assert hooks[1]["error"]["code"] == code and stat in hooks[1]["error"]["reason"]
 
 
+def set_receipt_ids(live: Live, value: str) -> None:
+    response = httpx.patch(f"{live.server.url}/v1/channels/{live.link['id']}", auth=live.server.basic,
+                           json={"config": {"receipt_ids": value}})
+    assert response.status_code == 200, response.text
+    time.sleep(1)  # the sessions loop rebinds with the new configuration
+    live.smsc.wait_for(lambda s: s["bound"] == 2, timeout=15)
+
+
 @pytest.mark.parametrize("tlv", [True, False], ids=["tlv", "text-only"])
 def test_receipt_ids_in_hex_match_decimal_submit_ids(live: Live, tlv: bool) -> None:
-    live.smsc.configure(resp_id_format="dec", receipts={"id_format": "hex", "tlv": tlv})
-    message_uuid = live.send("447700900207", "hex receipts " + str(tlv))
-    assert [h["status"] for h in live.wait_status(message_uuid, "delivered")] == ["submitted", "delivered"]
+    set_receipt_ids(live, "hex")
+    try:
+        live.smsc.configure(resp_id_format="dec", receipts={"id_format": "hex", "tlv": tlv})
+        message_uuid = live.send("447700900207", "hex receipts " + str(tlv))
+        assert [h["status"] for h in live.wait_status(message_uuid, "delivered")] == ["submitted", "delivered"]
+    finally:
+        set_receipt_ids(live, "as_submitted")
+
+
+def test_a_receipt_id_is_read_one_way_only() -> None:
+    """"229" is a decimal id, and hex for 553: on a busy link both exist, so the link
+    says which reading its SMSC uses instead of Missive guessing."""
+    def refs(receipt_ids: str) -> set[str]:
+        receipt = parse_receipt(b"id:229 stat:DELIVRD err:000", None, None, "L", receipt_ids)
+        assert receipt is not None
+        return set(receipt.refs)
+
+    assert refs("as_submitted") == {"L:229"}
+    assert refs("hex") == {"L:553"}
+    assert refs("decimal") == {"L:E5", "L:e5"}
 
 
 def test_delayed_reordered_receipts_deliver_a_multipart_message_once_all_parts_are(live: Live) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,6 +76,9 @@ class SmsConfig(BaseModel):
     # Routing: messages from these senders, or to numbers with these prefixes, use this link.
     senders: list[str] = Field(default_factory=list, max_length=100)
     prefixes: list[str] = Field(default_factory=list, max_length=1000)
+    # How receipts write the SMSC id: as submit_sm_resp gave it, or converted to hex
+    # (decimal submit ids) or to decimal (hex submit ids).
+    receipt_ids: Literal["as_submitted", "hex", "decimal"] = "as_submitted"
 
 
 def _fingerprint(link: ChannelLink) -> str:
@@ -103,14 +106,18 @@ class SmsChannel:
         self._pools: dict[str, tuple[str, SmppPool]] = {}
         # Pools of links whose configuration changed, closed at the next `maintain`.
         self._closing: set[SmppPool] = set()
+        self._links: dict[str, ChannelLink] = {}
         self.sink: EventSink | None = None
 
     # -- sessions -----------------------------------------------------------------------
 
-    def _pool(self, link: ChannelLink) -> SmppPool:
+    def _pool(self, link: ChannelLink, refresh: bool = False) -> SmppPool:
+        """The link's pool; a new one when there is none, or on `refresh` (the
+        configuration just read from the database) when that configuration changed. A send
+        never replaces a pool: its link may come from a cache a few seconds old."""
         fingerprint = _fingerprint(link)
         found = self._pools.get(link.id)
-        if found is not None and found[0] == fingerprint:
+        if found is not None and (found[0] == fingerprint or not refresh):
             return found[1]
         if found is not None:
             log.info("link %s: configuration changed, rebinding", link.id)
@@ -123,7 +130,8 @@ class SmsChannel:
         )
 
         async def on_deliver(pdu: DeliverSm) -> None:
-            await self._delivered(link, pdu)
+            # The link as last read: a receipt is read with the current `receipt_ids`.
+            await self._delivered(self._links.get(link.id, link), pdu)
 
         pool = SmppPool(bind, config.binds, on_deliver, name=f"sms-{link.id[:8]}")
         pool.start()
@@ -133,9 +141,10 @@ class SmsChannel:
     async def maintain(self, links: list[ChannelLink]) -> None:
         """Keep sessions open for exactly these links."""
         wanted = {link.id for link in links}
+        self._links = {link.id: link for link in links}
         for link in links:
             try:
-                self._pool(link)
+                self._pool(link, refresh=True)
             except ValueError as exc:
                 log.warning("link %s: cannot bind: %s", link.id, exc)
         for link_id in [k for k in self._pools if k not in wanted]:
@@ -192,7 +201,8 @@ class SmsChannel:
         """Turn a deliver_sm into an event and hand it over; raising makes the session
         answer with a temporary error, so the SMSC sends it again."""
         if is_receipt(pdu.esm_class, pdu.receipted_message_id):
-            receipt = parse_receipt(pdu.short_message, pdu.receipted_message_id, pdu.message_state, link.id)
+            receipt = parse_receipt(pdu.short_message, pdu.receipted_message_id, pdu.message_state, link.id,
+                                    link.config.get("receipt_ids", "as_submitted"))
             if receipt is None:
                 log.info("link %s: receipt that is not final, ignored", link.id)
                 return

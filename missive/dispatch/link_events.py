@@ -27,7 +27,6 @@ from missive.store.numbers import owner_of
 from missive.store.statuses import StatusChange
 from missive.store.tables import (
     inbound_parts,
-    messages,
     part_receipts,
     provider_refs,
     unmatched_receipts,
@@ -39,8 +38,6 @@ log = logging.getLogger("missive.dispatch")
 # Parts of an inbound message older than this never complete: a new part with the same
 # reference starts a new message.
 PART_WINDOW = 3600.0
-# Statuses of a message that still expects receipts.
-WAITING = ("accepted", "submitted")
 
 
 async def apply_link_events(
@@ -64,17 +61,12 @@ async def apply_link_events(
 async def receipt_changes(
     conn: AsyncConnection, kind: str, receipt: Receipt, now: float, keep_unmatched: bool = True
 ) -> list[StatusChange]:
-    found = (
+    rows = (
         await conn.execute(
-            select(provider_refs.c.ref, provider_refs.c.message_uuid, messages.c.status)
-            .join(messages, messages.c.uuid == provider_refs.c.message_uuid)
+            select(provider_refs.c.ref, provider_refs.c.message_uuid)
             .where(provider_refs.c.kind == kind, provider_refs.c.ref.in_(receipt.refs))
         )
     ).all()
-    # The id as written matches whatever its message's state; another reading of it (a
-    # decimal id read as hex...) only a message still waiting for its receipt, so that
-    # "20" meaning 0x20 does not land on an older message whose id was 20.
-    rows = [r for r in found if r.ref == receipt.refs[0] or r.status in WAITING]
     if not rows:
         if keep_unmatched:
             log.warning("receipt for unknown reference %s (%s): kept until a message with it is recorded",
@@ -83,7 +75,7 @@ async def receipt_changes(
                 kind=kind, ref=receipt.refs[0], status=receipt.status, error_code=receipt.error_code,
                 error_reason=receipt.error_reason, created_at=now))
         return []
-    ref, message_uuid, _ = min(rows, key=lambda row: (row.status not in WAITING, receipt.refs.index(row.ref)))
+    ref, message_uuid = min(rows, key=lambda row: receipt.refs.index(row.ref))
     change = StatusChange(message_uuid, receipt.status, now, smsc_id_of(ref), receipt.error_code, receipt.error_reason)
     parts = (await conn.execute(
         select(func.count()).select_from(provider_refs).where(provider_refs.c.message_uuid == message_uuid)

@@ -3,8 +3,8 @@ multipart inbound SMS.
 
 Receipts carry the SMSC message id in the `receipted_message_id` TLV or in the text
 (`id:... sub:... dlvrd:... submit date:... done date:... stat:DELIVRD err:000 text:...`,
-the de-facto format of SMPP 3.4 appendix B). SMSCs differ in writing that id in decimal
-or hex, so a receipt names every way to read it, the literal one first.
+the de-facto format of SMPP 3.4 appendix B). Some SMSCs write that id in hex where
+submit_sm_resp gave it in decimal (or the reverse): the link's `receipt_ids` says so.
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ FAILURES = {
 _FIELD = re.compile(r"(?i)\b(id|stat|err):\s*(\S+)")
 
 
-def id_forms(smsc_id: str) -> tuple[str, ...]:
-    """Every way an SMSC may write the same id: as is, without leading zeros, the
-    decimal read as hex and the hex read as decimal (upper and lower case)."""
+def id_forms(smsc_id: str, receipt_ids: str = "as_submitted") -> tuple[str, ...]:
+    """The ways the id of a submit may be written, as a receipt gives it: the link says
+    whether its SMSC writes receipt ids as submit_sm_resp gave them, or in hex for decimal
+    submit ids ("hex"), or in decimal for hex ones ("decimal"). Guessing is not safe: "229"
+    is the decimal id 229 and also hex for 553, and both exist on a busy link."""
     raw = smsc_id.strip()
-    forms = [raw, raw.lstrip("0") or "0", raw.upper(), raw.lower()]
-    if raw.isdigit():
-        number = int(raw)
-        forms += [format(number, "X"), format(number, "x")]
-    if re.fullmatch(r"[0-9A-Fa-f]{1,32}", raw):
-        forms.append(str(int(raw, 16)))
-    return tuple(dict.fromkeys(forms))
+    if receipt_ids == "hex" and re.fullmatch(r"[0-9A-Fa-f]{1,32}", raw):
+        raw = str(int(raw, 16))
+    elif receipt_ids == "decimal" and raw.isdigit():
+        raw = format(int(raw), "X")
+    return tuple(dict.fromkeys([raw, raw.lstrip("0") or "0", raw.upper(), raw.lower()]))
 
 
 def scoped_ref(link_id: str, smsc_id: str) -> str:
@@ -49,10 +49,11 @@ def scoped_ref(link_id: str, smsc_id: str) -> str:
     return f"{link_id}:{smsc_id}"
 
 
-def ref_forms(ref: str) -> tuple[str, ...]:
-    """A stored reference in every form its SMSC may write the id, the literal one first."""
+def ref_forms(ref: str, receipt_ids: str = "as_submitted") -> tuple[str, ...]:
+    """A link-scoped reference in the forms a stored submit id may take, the first being
+    the one a receipt is kept under until its message is recorded."""
     link_id, _, smsc_id = ref.rpartition(":")
-    return tuple(scoped_ref(link_id, form) for form in id_forms(smsc_id))
+    return tuple(scoped_ref(link_id, form) for form in id_forms(smsc_id, receipt_ids))
 
 
 def smsc_id_of(ref: str) -> str:
@@ -64,7 +65,8 @@ def is_receipt(esm_class: int, receipted_message_id: str | None) -> bool:
 
 
 def parse_receipt(
-    short_message: bytes, receipted_message_id: str | None, message_state: int | None, link_id: str
+    short_message: bytes, receipted_message_id: str | None, message_state: int | None, link_id: str,
+    receipt_ids: str = "as_submitted",
 ) -> Receipt | None:
     """The receipt, or None when it is not final (ENROUTE, ACCEPTD...) or names no id."""
     fields = {k.lower(): v for k, v in _FIELD.findall(short_message.decode("latin-1"))}
@@ -72,7 +74,7 @@ def parse_receipt(
     stat = STATES.get(message_state or 0) or fields.get("stat", "").upper()
     if not smsc_id:
         return None
-    refs = ref_forms(scoped_ref(link_id, smsc_id))
+    refs = ref_forms(scoped_ref(link_id, smsc_id), receipt_ids)
     if stat == "DELIVRD":
         return Receipt(refs, "delivered")
     if stat in FAILURES:
