@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test bench clean
+# Debian's PostgreSQL server, for the suite's second pass (root installs it; others use sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test test-sqlite test-postgres postgres install install-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +29,20 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/missive serve --host 127.0.0.1 --port 8080
 
-test: install-test
+# The whole suite twice: on SQLite, then on a throwaway PostgreSQL cluster (tests/postgres.py).
+test: test-sqlite test-postgres
+
+test-sqlite: install-test
 	$(BIN)/python -m pytest -q
+
+test-postgres: install-test postgres
+	$(BIN)/python -m tests.postgres run -- $(BIN)/python -m pytest -q
+
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql package"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
 bench: install-test
 	$(BIN)/python bench/accept.py

@@ -41,7 +41,7 @@ app.add_typer(number_cli, name="number")
 app.add_typer(sandbox_cli, name="sandbox")
 channel_cli.add_typer(channel_add_cli, name="add")
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Everything loaded by now lives as long as the process: keep it out of every
     collection, and collect the young generation less often. Each request allocates a
     few hundred short-lived objects, so the default threshold (700) collected every few
@@ -58,13 +58,16 @@ def serve(
     tls_cert: Path = typer.Option(None, help="PEM certificate: serve HTTPS."),
     tls_key: Path = typer.Option(None, help="PEM private key of --tls-cert."),
     tls_self_signed: bool = typer.Option(False, help="Make (once) and use a certificate for 127.0.0.1/localhost."),
+    workers: int = typer.Option(1, min=1, help="Server processes sharing the port (each runs a dispatcher when MISSIVE_DISPATCH_IN_SERVE)."),
 ) -> None:
-    """Run the API server (with the dispatcher, once it exists, in the same process)."""
+    """Run the API server (with the dispatcher in the same process, unless turned off)."""
     import uvicorn
 
     from missive.api.app import create_app
+    from missive.observability.logs import configure_logging
 
     settings = Settings()
+    configure_logging(settings)
     created = with_engine(_bootstrap_account)
     if created is not None:
         typer.echo("Created the first account. Keep these; the secret is not shown again:")
@@ -77,23 +80,34 @@ def serve(
     if (tls_cert is None) != (tls_key is None):
         typer.echo("--tls-cert and --tls-key go together", err=True)
         raise typer.Exit(2)
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        # Logging is ours (configure_logging): uvicorn's records go through the same handler.
+        "log_config": None,
+        "log_level": settings.log_level.lower(),
+        "ssl_certfile": str(tls_cert) if tls_cert else None,
+        "ssl_keyfile": str(tls_key) if tls_key else None,
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers > 1:
+        from missive.observability.metrics import use_multiprocess_dir
+
+        # Before the workers start: they inherit it, and each metric lands in a file there.
+        use_multiprocess_dir(settings.data_dir)
+        # uvicorn's parent process binds the port, starts (and restarts) the workers and
+        # stops them on SIGTERM/SIGINT; each worker builds its app with app_from_env.
+        uvicorn.run("missive.api.app:app_from_env", factory=True, workers=workers, **options)
+        return
     # uvicorn re-raises the signal that stopped it once shutdown is done; with these
     # handlers installed that ends in a clean exit 0 instead of death by SIGTERM.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda *_: None)
-    _tune_gc()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="info",
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        timeout_graceful_shutdown=10,
-    )
+    tune_gc()
+    uvicorn.run(create_app(settings), **options)
 
 
 async def _bootstrap_account(engine: AsyncEngine) -> account_store.NewAccount | None:
@@ -175,7 +189,7 @@ def dispatch() -> None:
     """Run only the dispatcher (outbox, timers, webhooks), e.g. beside API-only servers."""
     from missive.dispatch.runner import run_dispatcher
 
-    _tune_gc()
+    tune_gc()
     asyncio.run(run_dispatcher(Settings()))
 
 

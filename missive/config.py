@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -63,6 +64,13 @@ class Settings(BaseSettings):
     sandbox_delivered_after: float = 1.0
     sandbox_read_after: float = 2.0
     sandbox_log: str | None = None
+
+    # Logs: one JSON object per line ("json") or plain lines ("text"); see docs/operations.md.
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "info"
+    # When set, GET /metrics wants `Authorization: Bearer <this>`; when empty it is open,
+    # and should not be reachable from outside.
+    metrics_token: str = ""
 
     def resolved_database_url(self) -> str:
         url = self.database_url or f"sqlite:///{(self.data_dir / 'missive.db').as_posix()}"

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Server, provisioned_server
+from tests.harness import POSTGRES_URL, Server, provisioned_server
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +16,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = provisioned_server(tmp_path_factory.mktemp("missive"), env={"MISSIVE_DISPATCH_IN_SERVE": "false"})
     yield running
     running.stop()
+
+
+def pytest_report_header() -> str:
+    return f"missive database: {'PostgreSQL ' + POSTGRES_URL if POSTGRES_URL else 'SQLite (one file per test data directory)'}"

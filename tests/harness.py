@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -14,6 +15,65 @@ from pathlib import Path
 
 import httpx
 import jwt
+import sqlalchemy
+
+from missive.config import Settings
+
+# Set by `python -m tests.postgres run -- ...` (make test's second pass): every data
+# directory then gets its own database on that cluster instead of an SQLite file.
+POSTGRES_URL = os.environ.get("MISSIVE_TEST_POSTGRES_URL", "")
+_databases: dict[Path, str] = {}
+
+
+def on_postgres() -> bool:
+    return bool(POSTGRES_URL)
+
+
+def database_url(data_dir: Path) -> str:
+    """The database a test's data directory uses: "" (SQLite in it) or a fresh PostgreSQL one."""
+    if not POSTGRES_URL:
+        return ""
+    key = Path(data_dir).resolve()
+    if key not in _databases:
+        name = "t_" + hashlib.sha1(str(key).encode()).hexdigest()[:20]
+        with sqlalchemy.create_engine(_sync(POSTGRES_URL), isolation_level="AUTOCOMMIT").connect() as conn:
+            exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if not exists:
+                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        _databases[key] = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    return _databases[key]
+
+
+def database_env(data_dir: Path) -> dict[str, str]:
+    url = database_url(data_dir)
+    return {"MISSIVE_DATABASE_URL": url} if url else {}
+
+
+def _sync(url: str) -> str:
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def sync_engine(data_dir: Path) -> sqlalchemy.Engine:
+    """A plain (blocking) engine on a data directory's database, for tests that look inside."""
+    url = database_url(data_dir)
+    if url:
+        return sqlalchemy.create_engine(_sync(url), poolclass=sqlalchemy.pool.NullPool)
+    return sqlalchemy.create_engine(f"sqlite:///{Path(data_dir) / 'missive.db'}", poolclass=sqlalchemy.pool.NullPool)
+
+
+def settings_for(data_dir: Path, **overrides: object) -> Settings:
+    """Settings of an in-process Missive on a data directory's database."""
+    return Settings(data_dir=data_dir, database_url=database_url(data_dir), **overrides)  # type: ignore[arg-type]
+
+
+def query(data_dir: Path, sql: str, **params: object) -> list[tuple]:
+    """Rows of one SQL statement on a data directory's database."""
+    engine = sync_engine(data_dir)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sqlalchemy.text(sql), params)]
+    finally:
+        engine.dispose()
 
 
 def free_port() -> int:
@@ -26,7 +86,7 @@ def missive(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> su
     """Run one `missive` CLI command against data_dir and return its result."""
     return subprocess.run(
         [sys.executable, "-m", "missive", *args],
-        env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **(env or {})},
+        env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -91,7 +151,7 @@ def start_server(
     log_file = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "missive", "serve", "--port", str(port), *args],
-        env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **(env or {})},
+        env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **(env or {})},
         stdout=log_file,
         stderr=subprocess.STDOUT,
         text=True,

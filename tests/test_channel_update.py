@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from missive.config import Settings
 from missive.store.db import make_engine
 from missive.store.tables import channel_links
-from tests.harness import Server, missive_json, provisioned_server
+from tests.harness import Server, missive_json, provisioned_server, settings_for
 
 MESSENGER = {"page_id": "1234", "page_token": "token-1", "app_secret": "secret-1", "verify_token": "verify-1"}
 
@@ -63,7 +62,7 @@ def read(server: Server, link_id: str) -> dict:
 
 def stored_config(server: Server, link_id: str) -> dict:
     async def query() -> dict:
-        engine = make_engine(Settings(data_dir=server.data_dir))
+        engine = make_engine(settings_for(server.data_dir))
         try:
             async with engine.connect() as conn:
                 return dict((await conn.execute(select(channel_links.c.config).where(channel_links.c.id == link_id))).scalar_one())

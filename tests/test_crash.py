@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import orjson
 
 from missive.config import Settings
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.harness import Server, missive, missive_json, start_server
+from tests.harness import Server, missive, missive_json, query, start_server
 
 SMS = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme",
        "text": "crash test"}
@@ -118,11 +117,6 @@ def accepted_pairs(receiver: WebhookReceiver) -> Counter[tuple[str, str]]:
     return pairs
 
 
-def query(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        return conn.execute(sql).fetchall()
-
-
 def wait_until(
     what: str, done: Callable[[], bool], timeout: float, detail: Callable[[], str]
 ) -> float:
@@ -177,7 +171,7 @@ def test_sigkill_while_dispatching_loses_nothing(tmp_path: Path) -> None:
     count = 5_000
     data_dir, log = tmp_path / "data", tmp_path / "sandbox.log"
     env = {**FAST, "MISSIVE_SANDBOX_LOG": str(log)}
-    db = data_dir / "missive.db"
+    db = data_dir  # the database of this data directory, SQLite or PostgreSQL
     with WebhookReceiver() as receiver:
         server = provisioned_with_status_url(data_dir, receiver.url("/status"), env)
         try:
@@ -235,7 +229,7 @@ def test_sigkill_with_webhooks_pending_loses_none(tmp_path: Path) -> None:
     data_dir, log = tmp_path / "data", tmp_path / "sandbox.log"
     # A low backoff cap, so webhooks refused for seconds are retried soon after the restart.
     env = {**FAST, "MISSIVE_SANDBOX_LOG": str(log), "MISSIVE_WEBHOOK_BACKOFF_CAP": "1"}
-    db = data_dir / "missive.db"
+    db = data_dir  # the database of this data directory, SQLite or PostgreSQL
     with WebhookReceiver() as receiver:
         receiver.respond = lambda hook: 500
         server = provisioned_with_status_url(data_dir, receiver.url("/status"), env)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from missive.channels.base import Rejected, Throttled, Unavailable
-from missive.config import Settings
 from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.retry import RetryPolicy
 from missive.store.claims import claim_due
 from missive.store.db import make_engine, migrate
 from missive.store.statuses import StatusChange, apply_changes, moves_forward
 from missive.store.tables import message_events, messages, outbox
+from tests.harness import settings_for
 
 
 def test_backoff_grows_exponentially_within_jitter_and_stops() -> None:
@@ -95,7 +95,7 @@ def _message(uuid: str) -> dict:
 
 def test_leases_expire_and_rows_are_claimed_again(tmp_path: Path) -> None:
     async def run() -> None:
-        engine = make_engine(Settings(data_dir=tmp_path))
+        engine = make_engine(settings_for(tmp_path))
         await migrate(engine)
         async with engine.begin() as conn:
             await conn.execute(outbox.insert(), [{"message_uuid": f"m{i}", "due_at": float(i), "attempts": 0} for i in range(5)])
@@ -117,7 +117,7 @@ def test_leases_expire_and_rows_are_claimed_again(tmp_path: Path) -> None:
 
 def test_out_of_order_statuses_are_recorded_but_only_forward_moves_apply(tmp_path: Path) -> None:
     async def run() -> None:
-        engine = make_engine(Settings(data_dir=tmp_path))
+        engine = make_engine(settings_for(tmp_path))
         await migrate(engine)
         async with engine.begin() as conn:
             await conn.execute(messages.insert(), [_message("m1")])

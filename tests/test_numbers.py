@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from missive.config import Settings
 from missive.store.db import make_engine
 from missive.store.numbers import normalise_number, owner_of
-from tests.harness import Server, missive, missive_json, provisioned_server
+from tests.harness import Server, missive, missive_json, provisioned_server, settings_for
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -231,7 +230,7 @@ def test_owner_of_reads_the_smsc_destination(accounts: Accounts) -> None:
     assert add(server, {"number": "447700900011"}, accounts.other).status_code == 201
 
     async def owners() -> dict[str, tuple[str, str | None] | None]:
-        engine = make_engine(Settings(data_dir=server.data_dir))
+        engine = make_engine(settings_for(server.data_dir))
         try:
             async with engine.connect() as conn:
                 return {

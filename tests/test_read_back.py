@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.harness import Server, missive_json, provisioned_server
+from tests.harness import Server, missive_json, provisioned_server, query
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +32,8 @@ def test_every_202_is_already_in_the_database(fresh: Server) -> None:
             for i in range(20)
         ]
     # Read the file directly, not through the server: the row and its outbox row exist.
-    with sqlite3.connect(Path(fresh.data_dir) / "missive.db") as db:
-        stored = {row[0] for row in db.execute("SELECT uuid FROM messages")}
-        queued = {row[0] for row in db.execute("SELECT message_uuid FROM outbox")}
+    stored = {row[0] for row in query(fresh.data_dir, "SELECT uuid FROM messages")}
+    queued = {row[0] for row in query(fresh.data_dir, "SELECT message_uuid FROM outbox")}
     assert set(uuids) <= stored
     assert set(uuids) <= queued
 

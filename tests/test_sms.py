@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from missive.sms.encoding import decode_payload, split_udh
 from missive.sms.gsm import count_parts
 from tests.fakes.fake_smsc import FakeSMSC
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.harness import Server, missive, missive_json, provisioned_server
+from tests.harness import Server, missive, missive_json, provisioned_server, query
 
 FAST = {
     "MISSIVE_DISPATCH_BACKOFF_BASE": "0.05",
@@ -224,8 +223,7 @@ def test_an_unknown_receipt_is_kept_and_applied_when_its_message_is_sent(live: L
     upcoming = live.smsc.state()["next_message_id"]
     early = live.smsc.receipt(upcoming, "DELIVRD", source_addr="447700900209", destination_addr="Acme")
     assert early["status"] == 0
-    with sqlite3.connect(live.server.data_dir / "missive.db") as db:
-        kept = {row[0].rpartition(":")[2] for row in db.execute("SELECT ref FROM unmatched_receipts")}
+    kept = {row[0].rpartition(":")[2] for row in query(live.server.data_dir, "SELECT ref FROM unmatched_receipts")}
     assert {"987654321", str(upcoming)} <= kept
     message_uuid = live.send("447700900209", "overtaken by its receipt")
     assert [h["status"] for h in live.wait_status(message_uuid, "delivered")] == ["submitted", "delivered"]

@@ -38,7 +38,7 @@ from missive.store.db import make_engine, migrate
 from missive.store.tables import messages, provider_refs, provider_users
 from tests.fakes.fake_viber import FIRST_TOKEN, MEDIA_SIZE, FakeViber
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.harness import Server, missive, provisioned_server
+from tests.harness import Server, missive, provisioned_server, settings_for
 
 TOKEN = "445da6az1s345z78-dazcczb2542zv51a-e0vc5fva17480im9"
 SERVICE = "acme-bot"
@@ -275,7 +275,7 @@ RULE_CASES: list[tuple[str, list[UserUpdate], list[dict[str, Any]], dict[str, An
 def test_rules(tmp_path: Path, name: str, learned: list[UserUpdate], earlier: list[dict[str, Any]],
                message: dict[str, Any], code: int | None, to: str) -> None:
     async def run() -> None:
-        engine = make_engine(Settings(data_dir=tmp_path))
+        engine = make_engine(settings_for(tmp_path))
         try:
             await migrate(engine)
             async with engine.begin() as conn:
@@ -297,7 +297,7 @@ def test_rules(tmp_path: Path, name: str, learned: list[UserUpdate], earlier: li
 
 def test_receipt_of_a_transaction_allows_promotions(tmp_path: Path) -> None:
     async def run() -> None:
-        engine = make_engine(Settings(data_dir=tmp_path))
+        engine = make_engine(settings_for(tmp_path))
         try:
             await migrate(engine)
             earlier = _message(USER, status="submitted")
@@ -483,7 +483,7 @@ def test_e2e_contact_teaches_a_number(hub: Hub) -> None:
     assert hub.callback(data).status_code == 200
 
     async def read() -> list[Any]:
-        engine = make_engine(Settings(data_dir=hub.server.data_dir))
+        engine = make_engine(settings_for(hub.server.data_dir))
         try:
             async with engine.connect() as conn:
                 return list(await conn.execute(provider_users.select().where(provider_users.c.user_id == user)))

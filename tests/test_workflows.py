@@ -19,9 +19,16 @@ import pytest
 import uvicorn
 
 from missive.api.app import create_app
-from missive.config import Settings
 from tests.fakes.webhook_receiver import Hook, WebhookReceiver
-from tests.harness import Server, free_port, missive, missive_json, provisioned_server, start_server
+from tests.harness import (
+    Server,
+    free_port,
+    missive,
+    missive_json,
+    provisioned_server,
+    settings_for,
+    start_server,
+)
 
 FAST = {
     "MISSIVE_SANDBOX_DELIVERED_AFTER": "0.2",
@@ -277,7 +284,7 @@ class InProcess:
         self.auth = (self.account["api_key"], self.account["api_secret"])
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        config = Settings(data_dir=data_dir, poll_interval=0.05, webhook_backoff_base=0.05, **settings)
+        config = settings_for(data_dir, poll_interval=0.05, webhook_backoff_base=0.05, **settings)
         self._server = uvicorn.Server(uvicorn.Config(create_app(config, clock), host="127.0.0.1", port=port,
                                                      log_level="warning", lifespan="on"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -1,4 +1,4 @@
-"""The ASGI application factory."""
+"""The ASGI application: `create_app(settings)`, and `app_from_env()` for uvicorn's workers."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from missive.api import (
     applications,
     channels,
     docs,
+    health,
     inbound_messenger,
     inbound_viber,
     messages,
@@ -26,6 +27,8 @@ from missive.api.services import Services
 from missive.auth import Authenticator
 from missive.config import Settings
 from missive.dispatch.worker import Dispatcher
+from missive.observability import metrics
+from missive.observability.context import start_request
 from missive.store.db import make_engine, migrate
 from missive.store.tables import messages as messages_table
 from missive.store.tables import outbox, timers
@@ -34,13 +37,17 @@ from missive.store.writer import GroupWriter
 
 
 class TrailingSlash:
-    """`/v1/messages/` is `/v1/messages` (an empty `?` is already dropped by the server)."""
+    """`/v1/messages/` is `/v1/messages` (an empty `?` is already dropped by the server).
+
+    Every request passes here first, so this is also where it gets its trace id: no
+    middleware layer of its own on the accept path."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            start_request()
             path = scope["path"]
             if len(path) > 1 and path.endswith("/"):
                 scope = dict(scope, path=path.rstrip("/") or "/")
@@ -58,6 +65,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         app.state.services = Services(settings, engine, Authenticator(engine, settings), writer, dispatcher, clock=clock)
         if dispatcher is not None:
             dispatcher.start()
+        metrics.process_started()
         try:
             yield
         finally:
@@ -65,9 +73,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
                 await dispatcher.stop()
             await writer.stop()
             await engine.dispose()
+            metrics.process_stopped()
 
     app = Starlette(
-        routes=[*messages.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes],
+        routes=[*messages.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes, *health.routes],
         exception_handlers={
             ProblemError: on_problem,
             HTTPException: on_http_exception,
@@ -76,4 +85,17 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         lifespan=lifespan,
     )
     app.add_middleware(TrailingSlash)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The factory each worker of `missive serve --workers N` calls (uvicorn imports it by
+    name in a fresh process): settings from the environment, logs set up again."""
+    from missive.cli import tune_gc
+    from missive.observability.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    app = create_app(settings)
+    tune_gc()
     return app

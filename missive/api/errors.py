@@ -4,19 +4,22 @@
       status, type, title, detail, invalid_parameters, headers
 
 Any other exception becomes a 500 with the same shape; the traceback goes to the log
-under the body's `instance`, never to the client.
+under the body's `instance`, never to the client. `instance` is the request's trace id
+(missive.observability.context), which every log line of the request carries too, and
+is echoed in an `X-Request-Id` header.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from missive.observability.context import trace_id_or_new
 
 log = logging.getLogger("missive.api")
 
@@ -78,16 +81,13 @@ def not_found(what: str, ident: str) -> ProblemError:
     )
 
 
-def new_trace_id() -> str:
-    return uuid.uuid4().hex
-
-
 def problem_response(problem: ProblemError, trace_id: str | None = None) -> Response:
+    trace_id = trace_id or trace_id_or_new()
     body: dict[str, object] = {
         "type": problem.type,
         "title": problem.title,
         "detail": problem.detail,
-        "instance": trace_id or new_trace_id(),
+        "instance": trace_id,
     }
     if problem.invalid_parameters:
         body["invalid_parameters"] = [
@@ -97,7 +97,7 @@ def problem_response(problem: ProblemError, trace_id: str | None = None) -> Resp
         orjson.dumps(body),
         status_code=problem.status,
         media_type="application/problem+json",
-        headers=problem.headers,
+        headers={**problem.headers, "X-Request-Id": trace_id},
     )
 
 
@@ -124,7 +124,7 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
-    trace_id = new_trace_id()
+    trace_id = trace_id_or_new()
     log.error("unhandled error on %s %s [instance %s]", request.method, request.url.path, trace_id, exc_info=exc)
     return problem_response(
         ProblemError(

@@ -17,6 +17,7 @@ from missive.api.errors import InvalidParameter, ProblemError, invalid_params, n
 from missive.api.responses import json_response
 from missive.api.services import Services, services
 from missive.clock import iso, parse_iso
+from missive.observability import context, metrics
 from missive.schemas.beta import validate_beta
 from missive.schemas.v1 import PAYLOAD_FIELDS, SUPPORTED_CHANNELS, UNSUPPORTED_CHANNELS, validate_v1
 from missive.schemas.workflows import validate_v1_failover
@@ -27,6 +28,7 @@ from missive.store.messages import (
     list_messages,
     new_message_rows,
 )
+from missive.store.tables import messages as messages_table
 from missive.store.workflows import new_workflow_rows
 from missive.store.writer import Rows
 
@@ -48,6 +50,7 @@ async def store_accepted(svc: Services, rows: Rows) -> None:
             "The message could not be stored; nothing was accepted. Retry later.",
             headers={"Retry-After": "1"},
         ) from None
+    metrics.accepted(rows.get(messages_table, ()))
     if svc.dispatcher is not None:
         svc.dispatcher.notify()
 
@@ -59,10 +62,12 @@ async def _accept(request: Request, validate) -> Response:  # type: ignore[no-un
     if validate is validate_v1 and isinstance(data, dict) and "failover" in data:
         steps = validate_v1_failover(data)
         workflow_id, message_uuid, rows = new_workflow_rows(steps, "v1", principal.account_id, principal.application_id, svc.clock())
+        context.message_uuid.set(message_uuid)
         await store_accepted(svc, rows)
         return json_response({"message_uuid": message_uuid, "workflow_id": workflow_id}, 202)
     body = validate(data)
     message_uuid, rows = new_message_rows(body, principal.account_id, principal.application_id, svc.clock())
+    context.message_uuid.set(message_uuid)
     await store_accepted(svc, rows)
     return Response(b'{"message_uuid":"%s"}' % message_uuid.encode(), 202, media_type="application/json")
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from missive import __version__
+from missive.api import health
 from missive.api.applications import ApplicationRequest
 from missive.api.channels import LinkRequest, LinkUpdate
 from missive.api.numbers import NumberRequest, NumberUpdate
@@ -409,6 +410,7 @@ def openapi_document() -> dict[str, Any]:
     }
     _workflow_paths(components, paths, beta, ref)
     _number_paths(components, paths, ref)
+    paths.update(health.openapi_paths())
     for path, item in paths.items():
         if path.startswith(("/v2/", "/v1/channels", "/v1/numbers")):
             for operation in item.values():

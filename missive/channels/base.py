@@ -6,6 +6,8 @@
       Misconfigured(reason)     the link cannot work as configured -> `rejected` (1030)
       Unavailable(reason)       provider down, 5xx, timeout -> retried with backoff
       Throttled(retry_after)    provider says slow down -> retried, link slowed
+      Elsewhere(reason)         this process holds no session of the link -> handed back
+                                at once for another dispatcher, not counted as a try
 
 A channel never touches storage or the queue: it turns a message into provider calls
 and provider callbacks into events.
@@ -156,6 +158,15 @@ class Throttled(SendError):
     def __init__(self, retry_after: float | None = None, reason: str | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class Elsewhere(SendError):
+    """The link's sessions are held by other dispatcher processes (SMPP binds are shared
+    out among dispatchers and never exceed the link's count)."""
+
+    retryable = True
+    code = 1331
+    reason = "No session of the link in this process"
 
 
 class Channel(Protocol):

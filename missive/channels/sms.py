@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from missive.channels.base import (
     ChannelLink,
+    Elsewhere,
     EventSink,
     Misconfigured,
     OutboundMessage,
@@ -82,7 +83,9 @@ class SmsConfig(BaseModel):
 
 
 def _fingerprint(link: ChannelLink) -> str:
-    return hashlib.sha256(orjson.dumps(link.config, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """What a pool's sessions depend on; the number of binds is not in it (a pool resizes)."""
+    sessions = {k: v for k, v in link.config.items() if k != "binds"}
+    return hashlib.sha256(orjson.dumps(sessions, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def source_address(sender: str, config: dict[str, Any]) -> tuple[str, int, int]:
@@ -111,13 +114,13 @@ class SmsChannel:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def _pool(self, link: ChannelLink, refresh: bool = False) -> SmppPool:
-        """The link's pool; a new one when there is none, or on `refresh` (the
-        configuration just read from the database) when that configuration changed. A send
-        never replaces a pool: its link may come from a cache a few seconds old."""
+    def _pool(self, link: ChannelLink) -> SmppPool:
+        """The link's pool; a new one when there is none or its configuration (as just
+        read from the database, with the number of binds this process holds) changed. A
+        send never replaces a pool: its link may come from a cache a few seconds old."""
         fingerprint = _fingerprint(link)
         found = self._pools.get(link.id)
-        if found is not None and (found[0] == fingerprint or not refresh):
+        if found is not None and found[0] == fingerprint:
             return found[1]
         if found is not None:
             log.info("link %s: configuration changed, rebinding", link.id)
@@ -143,10 +146,16 @@ class SmsChannel:
         wanted = {link.id for link in links}
         self._links = {link.id: link for link in links}
         for link in links:
+            before = self._pools.get(link.id)
             try:
-                self._pool(link, refresh=True)
+                pool = self._pool(link)
             except ValueError as exc:
                 log.warning("link %s: cannot bind: %s", link.id, exc)
+                continue
+            binds = SmsConfig.model_validate(link.config).binds
+            if before is None or before[1] is not pool or len(pool.binds) != binds:
+                log.info("link %s: %d bind(s) in this process", link.id, binds)
+            await pool.resize(binds)
         for link_id in [k for k in self._pools if k not in wanted]:
             _, pool = self._pools.pop(link_id)
             await pool.close()
@@ -162,7 +171,12 @@ class SmsChannel:
     # -- sending ------------------------------------------------------------------------
 
     async def send(self, message: OutboundMessage, link: ChannelLink) -> SendResult:
-        pool = self._pool(link)
+        # Only `maintain` opens sessions: it is told how many of the link's binds this
+        # process holds. With none here, another dispatcher sends the message.
+        found = self._pools.get(link.id)
+        if found is None:
+            raise Elsewhere()
+        pool = found[1]
         text = message.text or ""
         encoding = (message.body.get("sms") or {}).get("encoding_type", "auto")
         encoded = encode_sms(text, encoding, ref=int(message.uuid[:4], 16) & 0xFF)

@@ -23,6 +23,7 @@ from missive.dispatch.callbacks import LinkOwner, store_inbound
 from missive.dispatch.recording import record_statuses
 from missive.sms.deliveries import ref_forms, smsc_id_of, text_event
 from missive.sms.encoding import join_parts
+from missive.store.locks import lock_names
 from missive.store.numbers import owner_of
 from missive.store.statuses import StatusChange
 from missive.store.tables import (
@@ -44,6 +45,8 @@ async def apply_link_events(
     conn: AsyncConnection, targets: WebhookTargets, batch: list[tuple[ChannelLink, list[Any]]], now: float
 ) -> None:
     """Store a batch of what links pushed, in the caller's transaction."""
+    await lock_names(conn, (f"{link.kind}:{ref}" for link, events in batch for e in events
+                            if isinstance(e, Receipt) for ref in e.refs))
     changes: list[StatusChange] = []
     for link, events in batch:
         for event in events:
@@ -82,6 +85,8 @@ async def receipt_changes(
     )).scalar_one()
     if parts <= 1:
         return [change]
+    # Receipts of two parts may be counted by two processes at once: one at a time.
+    await lock_names(conn, [f"message:{message_uuid}"])
     seen = (await conn.execute(
         select(part_receipts.c.status).where(part_receipts.c.kind == kind, part_receipts.c.ref == ref)
     )).first()

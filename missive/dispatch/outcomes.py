@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from missive.channels.base import FollowUp
 from missive.dispatch.link_events import rematch
 from missive.dispatch.recording import record_statuses
+from missive.sms.deliveries import ref_forms
+from missive.store.locks import lock_names
 from missive.store.statuses import StatusChange
 from missive.store.tables import outbox, provider_refs, timers
 from missive.webhooks.outbox import WebhookTargets
@@ -36,6 +38,10 @@ class OutcomeWriter:
 
     async def commit(self, conn: AsyncConnection, outcomes: list[Outcome]) -> None:
         done = [o for o in outcomes if o.retry_at is None]
+        sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
+        # Before anything else: a receipt of these references being stored by another
+        # process at this moment is then either seen below or sees these references.
+        await lock_names(conn, (f"{kind}:{form}" for kind, ref in sms_refs for form in ref_forms(ref)))
         retries = [o for o in outcomes if o.retry_at is not None]
         if done:
             await conn.execute(delete(outbox).where(outbox.c.message_uuid.in_([o.message_uuid for o in done])))
@@ -69,7 +75,6 @@ class OutcomeWriter:
             await conn.execute(timers.insert(), timer_rows)
         now = max((o.at for o in outcomes), default=0.0)
         await record_statuses(conn, self.targets, [o.change for o in done if o.change is not None], now)
-        sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
         if sms_refs:
             # Receipts that overtook their submit_sm_resp are applied now, after `submitted`.
             await rematch(conn, self.targets, sms_refs, now)

@@ -1,52 +1,80 @@
-"""Messages per second per channel link: a token bucket; over the limit, senders wait."""
+"""Messages per second per channel link; over the limit, senders wait (they never fail).
+
+The limit holds across processes: tokens come from the link's bucket in the database
+(`missive/store/rates.py`), reserved a tenth of a second's worth at a time so that a
+busy link costs about ten small transactions a second per dispatcher, not one per
+message. Within a reservation, sends are spaced at the link's rate. A reservation not
+used within a second is dropped (a process idle on a link does not bank tokens).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+# Seconds of a link's rate reserved from the shared bucket at a time.
+CHUNK_SECONDS = 0.1
+# A reservation is spent within this long after its start, or dropped.
+CHUNK_LIFETIME = 1.0
+
+Reserve = Callable[[str, float, float], Awaitable[float]]
 
 
-class _Bucket:
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        # Up to one second of burst.
-        self.capacity = max(1.0, rate)
-        self.tokens = self.capacity
-        self.stamp = now
+@dataclass
+class _Reservation:
+    rate: float
+    tokens: float
+    start: float
+    used: float = 0.0
 
-    def take(self, units: float, now: float) -> float:
-        """Take `units`; return how long the caller must wait before sending (0: at once)."""
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= units
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+    def usable(self, units: float, rate: float, now: float) -> bool:
+        return self.rate == rate and self.tokens - self.used >= units and now < self.start + CHUNK_LIFETIME
 
 
 class RateLimiter:
     def __init__(
         self,
+        reserve: Reserve,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`reserve(key, rate, units)` takes units from the shared bucket and answers
+        the seconds to wait before they may be spent."""
+        self._reserve = reserve
         self._clock = clock
         self._sleep = sleep
-        self._buckets: dict[str, _Bucket] = {}
+        self._held: dict[str, _Reservation] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         # Until when each link is slowed down after the provider throttled it.
         self._paused: dict[str, float] = {}
         self.waits = 0
 
     async def acquire(self, key: str, rate: float | None, units: float = 1.0) -> None:
-        now = self._clock()
-        delay = max(0.0, self._paused.get(key, 0.0) - now)
+        delay = max(0.0, self._paused.get(key, 0.0) - self._clock())
         if rate:
-            bucket = self._buckets.get(key)
-            if bucket is None or bucket.rate != rate:
-                bucket = self._buckets[key] = _Bucket(rate, now)
-            delay = max(delay, bucket.take(units, now))
+            delay = max(delay, await self._slot(key, rate, units))
         if delay > 0:
             self.waits += 1
+            from missive.observability.metrics import rate_limited  # only the waiting path needs it
+
+            rate_limited(key, delay)
             await self._sleep(delay)
+
+    async def _slot(self, key: str, rate: float, units: float) -> float:
+        """Seconds until `units` of `key` may be sent, after taking them."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            held = self._held.get(key)
+            now = self._clock()
+            if held is None or not held.usable(units, rate, now):
+                chunk = max(units, rate * CHUNK_SECONDS)
+                wait = await self._reserve(key, rate, chunk)
+                held = self._held[key] = _Reservation(rate, chunk, self._clock() + wait)
+            ready = held.start + held.used / rate
+            held.used += units
+            return max(0.0, ready - self._clock())
 
     def slow_down(self, key: str, seconds: float) -> None:
         self._paused[key] = max(self._paused.get(key, 0.0), self._clock() + seconds)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from missive.observability import metrics
 from missive.store.statuses import StatusChange, apply_changes
 from missive.webhooks.outbox import WebhookTargets, enqueue_status_webhooks
 from missive.workflows import engine as workflows
@@ -15,6 +16,8 @@ from missive.workflows import engine as workflows
 
 async def record_statuses(conn: AsyncConnection, targets: WebhookTargets, changes: list[StatusChange], now: float) -> list[tuple[StatusChange, dict[str, Any]]]:
     applied = await apply_changes(conn, changes)
+    for change, row in applied:
+        metrics.status_recorded(row["channel"], change.status)
     await enqueue_status_webhooks(conn, targets, applied, now)
     await workflows.on_statuses(conn, targets, applied, now)
     return applied

@@ -8,11 +8,12 @@ import signal
 
 from missive.config import Settings
 from missive.dispatch.worker import Dispatcher
+from missive.observability.logs import configure_logging
 from missive.store.db import make_engine, migrate
 
 
 async def run_dispatcher(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     engine = make_engine(settings)
     await migrate(engine)
     dispatcher = Dispatcher(engine, settings)
@@ -21,7 +22,7 @@ async def run_dispatcher(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     dispatcher.start()
-    logging.getLogger("missive.dispatch").info("dispatcher running")
+    logging.getLogger("missive.dispatch").info("dispatcher %s running", dispatcher.sessions.id)
     await stop.wait()
     await dispatcher.stop()
     await engine.dispose()

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from missive.channels.base import (
     Channel,
     ChannelLink,
+    Elsewhere,
     OutboundMessage,
     SendError,
     Throttled,
@@ -33,10 +34,12 @@ from missive.dispatch.outcomes import Outcome, OutcomeWriter
 from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.recording import record_statuses
 from missive.dispatch.retry import RetryPolicy
-from missive.dispatch.routing import LinkRouter, as_link
+from missive.dispatch.routing import LinkRouter
+from missive.dispatch.sessions import SessionKeeper
+from missive.observability import context, metrics
 from missive.sms.gsm import count_parts
+from missive.store import rates
 from missive.store.claims import claim_due
-from missive.store.links import links_of_kinds
 from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher
@@ -47,6 +50,8 @@ from missive.workflows import engine as workflows
 log = logging.getLogger("missive.dispatch")
 
 CLAIM_BATCH = 256
+# How long a message another dispatcher must send waits before it is claimable again.
+ELSEWHERE_DELAY = 0.2
 
 
 class Dispatcher:
@@ -65,7 +70,8 @@ class Dispatcher:
             if hasattr(channel, "sink"):
                 channel.sink = self._link_events
         self._router = LinkRouter(engine, settings, clock)
-        self._limiter = RateLimiter()
+        self._limiter = RateLimiter(self._reserve)
+        self.sessions = SessionKeeper(engine, settings, self._channels, clock)
         self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
         self._writer = OutcomeWriter()
         self._results: Batcher[Outcome] = Batcher(engine, self._writer.commit, name="dispatch-results")
@@ -87,7 +93,7 @@ class Dispatcher:
             asyncio.create_task(self._outbox_loop(), name="missive-outbox"),
             asyncio.create_task(self._timer_loop(), name="missive-timers"),
             asyncio.create_task(self.webhooks.run(self._stopping), name="missive-webhooks"),
-            asyncio.create_task(self._sessions_loop(), name="missive-sessions"),
+            asyncio.create_task(self.sessions.run(self._stopping), name="missive-sessions"),
         ]
 
     async def stop(self) -> None:
@@ -140,7 +146,9 @@ class Dispatcher:
         return len(rows)
 
     async def _send(self, message: dict[str, Any], attempt: int) -> None:
+        context.message_uuid.set(message["uuid"])  # this task's log lines are about this message
         outcome = await self._attempt(message, attempt)
+        metrics.sent(message["channel"], outcome.change.status if outcome.change else "retry")
         try:
             await self._results.submit(outcome)
         except Exception as exc:  # noqa: BLE001 - the lease runs out and the send is retried
@@ -165,7 +173,7 @@ class Dispatcher:
                 to=to, sender=message["from_addr"], body=message["body"], attempt=attempt,
             )
             await self._limiter.acquire(link.id, link.tps, _units(message))
-            result = await channel.send(outbound, link)
+            result = await metrics.timed_send(message["channel"], channel.send(outbound, link))
         except SendError as error:
             return self._failed(uuid, attempt, error, link.id if link else None)
         except Exception as exc:
@@ -189,8 +197,18 @@ class Dispatcher:
                 raise refusal
             return await viber_rules.recipient(conn, message, link)
 
+    async def _reserve(self, key: str, rate: float, units: float) -> float:
+        """Take from a link's bucket shared by every dispatcher; the seconds to wait."""
+        async with self._engine.begin() as conn:
+            return await rates.take(conn, key, rate, units, self._clock())
+
     def _failed(self, uuid: str, attempt: int, error: SendError, link_id: str | None) -> Outcome:
         now = self._clock()
+        if isinstance(error, Elsewhere):
+            # Not a try: back in the queue at once (after a beat, so that the dispatchers
+            # holding the link's sessions claim it first) and look for a slot here.
+            self.sessions.wake.set()
+            return Outcome(uuid, now, retry_at=now + ELSEWHERE_DELAY, attempts=attempt - 1, error=str(error))
         if isinstance(error, Throttled) and link_id:
             self._limiter.slow_down(link_id, error.retry_after or self._settings.dispatch_backoff_base)
         delay = self._policy.delay(attempt, error)
@@ -200,20 +218,6 @@ class Dispatcher:
         return Outcome(uuid, now, StatusChange(uuid, status, now, error_code=error.code, error_reason=error.reason))
 
     # -- channels with their own connections (SMPP) ----------------------------------
-
-    async def _sessions_loop(self) -> None:
-        """Keep the sessions of every link of a connected kind open (and close those of
-        removed links), so that receipts and inbound messages arrive while nothing is sent."""
-        kinds = [kind for kind, channel in self._channels.items() if hasattr(channel, "maintain")]
-        while kinds and not self._stopping.is_set():
-            try:
-                rows = await links_of_kinds(self._engine, kinds)
-                for kind in kinds:
-                    links = [as_link(r, self._settings) for r in rows if r["kind"] == kind]
-                    await self._channels[kind].maintain(links)  # type: ignore[attr-defined]
-            except Exception as exc:  # noqa: BLE001 - tried again at the next round
-                log.warning("keeping provider sessions failed: %s", exc)
-            await wait_any(self._stopping, None, self._settings.sessions_interval)
 
     async def _link_events(self, link: ChannelLink, events: list[Any]) -> None:
         await self._pushed.submit((link, events))

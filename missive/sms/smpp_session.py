@@ -28,6 +28,7 @@ from typing import Any
 
 from smpplib.exceptions import UnknownCommandError
 
+from missive.observability import metrics
 from missive.sms import smpp_pdus as pdus
 from missive.sms.smpp_pdus import RETRYABLE as RETRYABLE  # re-exported: the callers' one import
 from missive.sms.smpp_pdus import BindRefused, DeliverSm, SmppError
@@ -265,6 +266,7 @@ class SmppBind:
                 if status != pdus.ESME_ROK:
                     raise BindRefused(status)
                 link.bound, bound_at = True, loop.time()
+                metrics.smpp_bind(self.name, True)
                 self._bound.set()
                 log.info("%s bound to %s:%d as %s", self.name, self.config.host, self.config.port, self.config.system_id)
                 await self._keep_alive(link)
@@ -275,6 +277,8 @@ class SmppBind:
                 log.exception("%s: session failed", self.name)
                 self.last_error = repr(exc)
             finally:
+                if bound_at is not None:
+                    metrics.smpp_bind(self.name, False)
                 self._bound.clear()
                 self._link = None
                 if link is not None:
@@ -395,7 +399,17 @@ class SmppPool:
     def __init__(self, config: BindConfig, binds: int, on_deliver: DeliverHandler, name: str) -> None:
         self.config = config
         self.name = name
+        self._on_deliver = on_deliver
         self.binds = [SmppBind(config, on_deliver, f"{name}-{i}") for i in range(binds)]
+
+    async def resize(self, binds: int) -> None:
+        """Open or close binds until there are `binds` (the others stay up)."""
+        while len(self.binds) < binds:
+            bind = SmppBind(self.config, self._on_deliver, f"{self.name}-{len(self.binds)}")
+            self.binds.append(bind)
+            bind.start()
+        extra, self.binds = self.binds[binds:], self.binds[:binds]
+        await asyncio.gather(*(bind.close() for bind in extra))
 
     def start(self) -> None:
         for bind in self.binds:

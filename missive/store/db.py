@@ -74,8 +74,19 @@ def _upgrade(connection) -> None:  # type: ignore[no-untyped-def]
     command.upgrade(config, "head")
 
 
+# Any constant shared by every Missive process: the key of the migration lock.
+_MIGRATION_LOCK = 0x4D495353
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (idempotent, run at every start)."""
+    """Bring the schema to the newest revision (idempotent, run at every start).
+
+    Several processes starting together on one PostgreSQL would race to create the same
+    tables; a transaction-scoped advisory lock lets one migrate while the others wait and
+    then find nothing to do. (SQLite's BEGIN IMMEDIATE already serialises them.)
+    """
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         await connection.run_sync(_upgrade)
 

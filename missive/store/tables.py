@@ -293,3 +293,30 @@ inbound_parts = Table(
     Column("payload", Text, nullable=False),  # hex
     Column("created_at", Double, nullable=False),
 )
+
+# Dispatcher processes alive, by heartbeat: how many share the SMPP binds of a link.
+dispatchers = Table(
+    "dispatchers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("seen_at", Double, nullable=False),
+)
+
+# Which dispatcher holds which of a link's K binds, until its lease runs out.
+bind_slots = Table(
+    "bind_slots",
+    metadata,
+    Column("link_id", String(36), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("holder", String(36)),
+    Column("until", Double, nullable=False),
+)
+
+# A link's token bucket (messages per second), shared by every dispatcher.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("tokens", Double, nullable=False),
+    Column("stamp", Double, nullable=False),
+)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.cache import TTLCache
 from missive.config import Settings
+from missive.observability import metrics
 from missive.store.claims import claim_due
 from missive.store.tables import accounts, webhook_attempts, webhook_outbox
 from missive.store.writer import Batcher
@@ -170,6 +171,7 @@ class WebhookSender:
             log.warning("webhook %s: %s", row["id"], exc)
             error = f"{type(exc).__name__}"
         attempt = Attempt(row["id"], self._clock(), (time.perf_counter() - started) * 1000, status_code, error, row["attempts"] + 1, row["created_at"])
+        metrics.webhook_attempt(row["kind"], attempt.ok)
         try:
             await self._results.submit(attempt)
         except Exception as exc:  # noqa: BLE001 - the lease runs out and the webhook is retried

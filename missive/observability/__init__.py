@@ -1,0 +1,1 @@
+"""Operations: trace ids (context), JSON logs (logs), Prometheus metrics (metrics, queues)."""
