@@ -10,6 +10,7 @@ import pytest
 from missive.channels.base import Rejected, Throttled, Unavailable
 from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.retry import RetryPolicy
+from missive.store import rates
 from missive.store.claims import claim_due
 from missive.store.db import make_engine, migrate
 from missive.store.statuses import StatusChange, apply_changes, moves_forward
@@ -33,43 +34,47 @@ def test_permanent_errors_are_not_retried_and_throttling_honours_the_hint() -> N
     assert policy.delay(1, Throttled(retry_after=30.0), rand=0.5) == 30.0
 
 
-def test_rate_limit_makes_senders_wait_not_fail() -> None:
+def test_rate_limit_makes_senders_wait_not_fail(tmp_path: Path) -> None:
     now = [0.0]
-    slept: list[float] = []
 
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
+    async def run() -> list[float]:
+        engine = make_engine(settings_for(tmp_path))
+        await migrate(engine)
 
-    limiter = RateLimiter(clock=lambda: now[0], sleep=sleep)
+        async def reserve(key: str, rate: float, units: float) -> float:
+            async with engine.begin() as conn:
+                return await rates.take(conn, key, rate, units, now[0])
 
-    async def run() -> None:
-        for _ in range(10):
-            await limiter.acquire("link", rate=5.0)
-        await limiter.acquire("link", rate=5.0, units=3)
+        limiter = RateLimiter(reserve, clock=lambda: now[0])
+        try:
+            waits = [await limiter.delay("link", rate=5.0) for _ in range(10)]
+            waits.append(await limiter.delay("link", rate=5.0, units=3))
+            assert limiter.waits == 6
+            waits.append(await limiter.delay("another-link", rate=5.0))
+            return waits
+        finally:
+            await engine.dispose()
 
-    asyncio.run(run())
+    waits = asyncio.run(run())
     # A burst of 5 passes, then each send waits its turn: 1/5 s apart, and 3 parts cost 3.
-    assert slept[:1] == [pytest.approx(0.2)]
-    assert len(slept) == 6
-    assert slept[-1] == pytest.approx(1.6)
-    assert limiter.waits == 6
+    assert waits[:5] == [0.0] * 5
+    assert waits[5:10] == [pytest.approx(0.2 * i) for i in range(1, 6)]
+    assert waits[10] == pytest.approx(1.6)
+    # Another key is another bucket: its own burst.
+    assert waits[11] == 0.0
 
 
 def test_throttled_link_pauses_everyone_on_it() -> None:
-    waited: list[float] = []
+    async def no_rate(key: str, rate: float, units: float) -> float:
+        raise AssertionError("a link without a rate takes no tokens")
 
-    async def sleep(seconds: float) -> None:
-        waited.append(seconds)
-
-    limiter = RateLimiter(clock=lambda: 100.0, sleep=sleep)
+    limiter = RateLimiter(no_rate, clock=lambda: 100.0)
     limiter.slow_down("link", 2.0)
 
-    async def run() -> None:
-        await limiter.acquire("link", rate=None)
-        await limiter.acquire("other", rate=None)
+    async def run() -> list[float]:
+        return [await limiter.delay("link", rate=None), await limiter.delay("other", rate=None)]
 
-    asyncio.run(run())
-    assert waited == [pytest.approx(2.0)]
+    assert asyncio.run(run()) == [pytest.approx(2.0), 0.0]
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,21 @@ def test_a_links_rate_holds_across_dispatchers(tmp_path: Path) -> None:
     assert times[-1] - times[0] >= 2.4, times[-1] - times[0]
 
 
+def test_a_long_wait_for_the_rate_keeps_the_claim(tmp_path: Path) -> None:
+    # Leases of 2 s, and messages that wait up to 3 s for their turn: without extending
+    # its claim, the waiting dispatcher would see the other one send them too.
+    env = {"MISSIVE_LEASE_SECONDS": "2"}
+    with WebhookReceiver() as receiver, api_only(tmp_path, receiver) as server:
+        missive_json(tmp_path, "channel", "add", "sandbox", "--channel", "sms", "--tps", "5", "--default",
+                     "--delivered-after", "0", "--api-key", server.api_key)
+        uuids = post(server, 20, "patient")
+        with dispatchers(tmp_path, 2, env) as running:
+            wait_statuses(receiver, uuids, "submitted")
+            time.sleep(2.5)  # past the leases of the last claims
+            sends = [u for d in running for u in d.sends()]
+    assert sorted(sends) == sorted(uuids)
+
+
 def test_smpp_binds_are_shared_out_and_never_exceed_the_links_count(tmp_path: Path) -> None:
     with FakeSMSC() as smsc, WebhookReceiver() as receiver, api_only(tmp_path, receiver) as server:
         missive_json(tmp_path, "channel", "add", "sms", "--host", "127.0.0.1", "--port", str(smsc.port),

@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from missive.observability.metrics import rate_limited
+
 # Seconds of a link's rate reserved from the shared bucket at a time.
 CHUNK_SECONDS = 0.1
 # A reservation is spent within this long after its start, or dropped.
@@ -34,33 +36,27 @@ class _Reservation:
 
 
 class RateLimiter:
-    def __init__(
-        self,
-        reserve: Reserve,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, reserve: Reserve, clock: Callable[[], float] = time.monotonic) -> None:
         """`reserve(key, rate, units)` takes units from the shared bucket and answers
         the seconds to wait before they may be spent."""
         self._reserve = reserve
         self._clock = clock
-        self._sleep = sleep
         self._held: dict[str, _Reservation] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # Until when each link is slowed down after the provider throttled it.
         self._paused: dict[str, float] = {}
         self.waits = 0
 
-    async def acquire(self, key: str, rate: float | None, units: float = 1.0) -> None:
+    async def delay(self, key: str, rate: float | None, units: float = 1.0) -> float:
+        """Take `units` of `key`'s rate: the seconds the caller must wait before sending
+        (the caller waits; it may have a lease to extend first)."""
         delay = max(0.0, self._paused.get(key, 0.0) - self._clock())
         if rate:
             delay = max(delay, await self._slot(key, rate, units))
         if delay > 0:
             self.waits += 1
-            from missive.observability.metrics import rate_limited  # only the waiting path needs it
-
             rate_limited(key, delay)
-            await self._sleep(delay)
+        return delay
 
     async def _slot(self, key: str, rate: float, units: float) -> float:
         """Seconds until `units` of `key` may be sent, after taking them."""

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.channels.base import (
@@ -172,7 +172,7 @@ class Dispatcher:
                 uuid=uuid, channel=message["channel"], message_type=message["message_type"],
                 to=to, sender=message["from_addr"], body=message["body"], attempt=attempt,
             )
-            await self._limiter.acquire(link.id, link.tps, _units(message))
+            await self._wait_turn(uuid, link, _units(message))
             result = await metrics.timed_send(message["channel"], channel.send(outbound, link))
         except SendError as error:
             return self._failed(uuid, attempt, error, link.id if link else None)
@@ -196,6 +196,18 @@ class Dispatcher:
             if refusal is not None:
                 raise refusal
             return await viber_rules.recipient(conn, message, link)
+
+    async def _wait_turn(self, uuid: str, link: ChannelLink, units: int) -> None:
+        """Wait for the link's rate to allow this message. A wait longer than half the
+        lease first extends the claim, so that no other dispatcher sends it meanwhile."""
+        wait = await self._limiter.delay(link.id, link.tps, units)
+        if wait <= 0:
+            return
+        if wait > self._settings.lease_seconds / 2:
+            async with self._engine.begin() as conn:
+                await conn.execute(update(outbox).where(outbox.c.message_uuid == uuid)
+                                   .values(claimed_until=self._clock() + wait + self._settings.lease_seconds))
+        await asyncio.sleep(wait)
 
     async def _reserve(self, key: str, rate: float, units: float) -> float:
         """Take from a link's bucket shared by every dispatcher; the seconds to wait."""
