@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Debian's PostgreSQL server, for the suite's second pass (root installs it; others use sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-sqlite test-postgres postgres install install-test bench clean
+.PHONY: run test test-sqlite test-postgres postgres install install-test bench bench-scaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(BIN)/missive serve --host 127.0.0.1 --port 8080
+	MISSIVE_ALLOW_PRIVATE_URLS=true $(BIN)/missive serve --host 127.0.0.1 --port 8080
 
 # The whole suite twice: on SQLite, then on a throwaway PostgreSQL cluster (tests/postgres.py).
 test: test-sqlite test-postgres
@@ -47,6 +47,10 @@ postgres:
 bench: install-test
 	$(BIN)/python bench/accept.py
 	$(BIN)/python bench/dispatch.py
+
+# Accept and end to end on PostgreSQL with 1, 2 and 4 processes (docs/scaling.md).
+bench-scaling: install-test postgres
+	$(BIN)/python bench/scaling.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

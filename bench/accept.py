@@ -232,22 +232,28 @@ def _machine_busy() -> float:
 
 def missive_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     # An inherited MISSIVE_DATABASE_URL would point the run at another database.
-    env = {**os.environ, "MISSIVE_DATA_DIR": str(data_dir), "MISSIVE_DATABASE_URL": ""}
+    # The benchmarks' webhook sink listens on 127.0.0.1: allow private URLs.
+    env = {**os.environ, "MISSIVE_DATA_DIR": str(data_dir), "MISSIVE_DATABASE_URL": "", "MISSIVE_ALLOW_PRIVATE_URLS": "true"}
     return {**env, **(extra or {})}
 
 
-def missive_json(data_dir: Path, *args: str) -> dict[str, str]:
+def missive_json(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, str]:
     done = subprocess.run([sys.executable, "-m", "missive", *args, "--json"],
-                          env=missive_env(data_dir), capture_output=True, text=True, check=False)
+                          env=missive_env(data_dir, env), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BenchFailure(f"`missive {' '.join(args)}` failed: {done.stderr.strip()}")
     return dict(json.loads(done.stdout))
 
 
-def provision(data_dir: Path) -> tuple[str, str]:
-    """A new account and application; returns (application id, private key PEM)."""
-    account = missive_json(data_dir, "account", "create")
-    app = missive_json(data_dir, "app", "create", "--name", "bench", "--api-key", account["api_key"])
+def provision(data_dir: Path, status_url: str | None = None,
+              env: dict[str, str] | None = None) -> tuple[str, str]:
+    """A new account and application; returns (application id, private key PEM).
+
+    `env` is extra environment for the CLI, e.g. MISSIVE_DATABASE_URL."""
+    account = missive_json(data_dir, "account", "create", env=env)
+    webhooks = ["--status-url", status_url] if status_url else []
+    app = missive_json(data_dir, "app", "create", "--name", "bench", "--api-key", account["api_key"],
+                       *webhooks, env=env)
     return app["id"], app["private_key"]
 
 

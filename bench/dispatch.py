@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,8 +56,8 @@ from accept import (  # the accept bench's servers, provisioning and CPU pinning
     free_port,
     make_token,
     missive_env,
-    missive_json,
     plan_pinning,
+    provision,
     start_server,
     stop_checked,
     stop_server,
@@ -97,13 +97,15 @@ def request_bytes(token: str, port: int) -> bytes:
     return head.encode() + body
 
 
-async def generate(port: int, request: bytes, count: int, rate: float | None,
+async def generate(port: int | Sequence[int], request: bytes, count: int, rate: float | None,
                    connections: int) -> Sent:
     """Send `count` requests: all at once (rate None) or `rate` per second, open loop.
 
     A request is due at its slot in the schedule; when every connection is busy it waits
-    in the queue, and that wait counts in its latency.
+    in the queue, and that wait counts in its latency. Given several ports (servers of
+    one database), the connections are spread over them in turn.
     """
+    ports = [port] if isinstance(port, int) else list(port)
     queue: asyncio.Queue[float | None] = asyncio.Queue()
     sent = Sent(started=time.time())
 
@@ -122,7 +124,7 @@ async def generate(port: int, request: bytes, count: int, rate: float | None,
         for _ in range(connections):
             queue.put_nowait(None)
 
-    async def connection() -> None:
+    async def connection(port: int) -> None:
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
             while (due := await queue.get()) is not None:
@@ -142,7 +144,7 @@ async def generate(port: int, request: bytes, count: int, rate: float | None,
         finally:
             writer.close()
 
-    await asyncio.gather(pace(), *(connection() for _ in range(connections)))
+    await asyncio.gather(pace(), *(connection(ports[i % len(ports)]) for i in range(connections)))
     return sent
 
 
@@ -154,12 +156,20 @@ def _content_length(head: bytes) -> int:
     return 0
 
 
-def run_load(port: int, request: bytes, count: int, rate: float | None, connections: int) -> Sent:
+def run_load(port: int | Sequence[int], request: bytes, count: int, rate: float | None,
+             connections: int) -> Sent:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(generate(port, request, count, rate, connections))
 
 
 # --- the webhook sink ----------------------------------------------------------------
+
+
+def start_sink(name: str, workdir: Path, prefix: Sequence[str] = ()) -> Server:
+    """bench/webhook_sink.py on a free port; `prefix` is a command prefix (taskset)."""
+    port = free_port()
+    return start_server(name, [*prefix, sys.executable, str(BENCH_DIR / "webhook_sink.py"),
+                               "--port", str(port)], dict(os.environ), port, workdir)
 
 
 def sink_get(sink: Server, path: str) -> object:
@@ -265,16 +275,10 @@ class Outcome:
 def run_phase(phase: Phase, options: Options, progress: Callable[[str], None]) -> Outcome:
     workdir = options.workdir / phase.name
     workdir.mkdir(parents=True)
-    sink_port = free_port()
-    sink = start_server(f"sink-{phase.name}", [*options.pin.load, sys.executable,
-                        str(BENCH_DIR / "webhook_sink.py"), "--port", str(sink_port)],
-                        dict(os.environ), sink_port, workdir)
+    sink = start_sink(f"sink-{phase.name}", workdir, options.pin.load)
     try:
         data_dir = workdir / "data"
-        account = missive_json(data_dir, "account", "create")
-        app = missive_json(data_dir, "app", "create", "--name", "bench", "--api-key",
-                           account["api_key"], "--status-url", f"http://{HOST}:{sink_port}/status")
-        token = make_token(app["id"], app["private_key"])
+        token = make_token(*provision(data_dir, f"http://{HOST}:{sink.port}/status"))
         port = free_port()
         argv = [*options.pin.server, sys.executable, "-m", "missive", "serve", "--host", HOST,
                 "--port", str(port)]

@@ -52,6 +52,15 @@ class OutcomeWriter:
                 .values(due_at=bindparam("due"), attempts=bindparam("tries"), last_error=bindparam("err"), claimed_until=None),
                 [{"key": o.message_uuid, "due": o.retry_at, "tries": o.attempts, "err": o.error} for o in retries],
             )
+        # A follow-up due at once (a provider that answers `delivered` with the send) is
+        # recorded now, after `submitted`, rather than through a timer.
+        at_once = [
+            StatusChange(o.message_uuid, f.status, o.at, o.change.provider_ref if o.change else None,
+                         f.error_code, f.error_reason)
+            for o in done
+            for f in o.follow_ups
+            if f.after <= 0
+        ]
         timer_rows = [
             {
                 "kind": "status",
@@ -63,6 +72,7 @@ class OutcomeWriter:
             }
             for o in done
             for f in o.follow_ups
+            if f.after > 0
         ]
         ref_rows = [
             {"kind": kind, "ref": ref, "message_uuid": o.message_uuid, "created_at": o.at}
@@ -74,7 +84,7 @@ class OutcomeWriter:
         if timer_rows:
             await conn.execute(timers.insert(), timer_rows)
         now = max((o.at for o in outcomes), default=0.0)
-        await record_statuses(conn, self.targets, [o.change for o in done if o.change is not None], now)
+        await record_statuses(conn, self.targets, [o.change for o in done if o.change is not None] + at_once, now)
         if sms_refs:
             # Receipts that overtook their submit_sm_resp are applied now, after `submitted`.
             await rematch(conn, self.targets, sms_refs, now)

@@ -48,7 +48,10 @@ async def apply_changes(
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     current = {row.uuid: dict(row._mapping) for row in await conn.execute(query)}
-    events, moves, applied = [], [], []
+    events: list[dict[str, Any]] = []
+    applied: list[tuple[StatusChange, dict[str, Any]]] = []
+    # One update per message: its last move in this batch.
+    moves: dict[str, dict[str, Any]] = {}
     for change in changes:
         row = current.get(change.message_uuid)
         if row is None:
@@ -70,7 +73,7 @@ async def apply_changes(
         if moves_forward(row["status"], change.status):
             row["status"] = change.status
             row["updated_at"] = change.at
-            moves.append({"key": change.message_uuid, "new_status": change.status, "at": change.at})
+            moves[change.message_uuid] = {"key": change.message_uuid, "new_status": change.status, "at": change.at}
             applied.append((change, dict(row)))
     if events:
         await conn.execute(message_events.insert(), events)
@@ -79,6 +82,6 @@ async def apply_changes(
             update(messages)
             .where(messages.c.uuid == bindparam("key"))
             .values(status=bindparam("new_status"), updated_at=bindparam("at")),
-            moves,
+            list(moves.values()),
         )
     return applied
