@@ -1,8 +1,11 @@
 """Who is calling: Basic (api_key:api_secret) and JWT (RS256, the application's key).
 
 Every failure is the same 401 problem, whatever the reason, so a caller learns nothing
-about which part was wrong. Lookups are cached for a few seconds: the accept path sees
-the same key or token thousands of times a second.
+about which part was wrong, and an unknown api_key costs the same hash as a wrong secret.
+Lookups are cached for a few seconds: the accept path sees the same key or token
+thousands of times a second. Once the caller is known, its request rate is checked
+(missive.api.throttle), and with `jwt_single_use` a JWT's `jti` is recorded
+(missive.store.jtis) so that a replay is refused.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from starlette.requests import Request
 
 from missive import credentials
 from missive.api.errors import unauthorized
+from missive.api.throttle import RequestThrottle
 from missive.cache import TTLCache
 from missive.config import Settings
+from missive.store.jtis import JtiLedger
 from missive.store.tables import accounts, applications
 
 # Compared against when the api_key does not exist, so that the answer takes as long
@@ -53,8 +58,18 @@ class Authenticator:
         self._accounts = TTLCache(clock)
         self._apps = TTLCache(clock)
         self._tokens = TTLCache(clock)
+        self._throttle = RequestThrottle(settings.request_rate, settings.request_burst)
+        self._single_use = settings.jwt_single_use
+        self._jtis = JtiLedger(engine)
 
     async def authenticate(self, request: Request, allow_jwt: bool = True) -> Principal:
+        """The caller of this request, within its request rate; else a 401 or 429 problem."""
+        principal = await self._identify(request, allow_jwt)
+        if self._throttle.enabled:
+            self._throttle.take(principal.application_id or principal.account_id)
+        return principal
+
+    async def _identify(self, request: Request, allow_jwt: bool) -> Principal:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
@@ -71,17 +86,20 @@ class Authenticator:
         raise unauthorized()
 
     async def basic(self, api_key: str, api_secret: str) -> Principal:
+        # Known or not, the key takes the same steps: one cached lookup (misses are cached
+        # too), one hash, one constant-time comparison.
         account = await self._account(api_key)
-        if account is None:
-            credentials.secret_matches(_DUMMY_SALT, api_secret, _DUMMY_HASH)
-            raise unauthorized()
-        if not credentials.secret_matches(account["secret_salt"], api_secret, account["secret_hash"]):
+        salt, expected = (account["secret_salt"], account["secret_hash"]) if account else (_DUMMY_SALT, _DUMMY_HASH)
+        matches = credentials.secret_matches(salt, api_secret, expected)
+        if account is None or not matches:
             raise unauthorized()
         return Principal(account_id=account["id"])
 
     async def bearer(self, token: str) -> Principal:
         hit, cached = self._tokens.get(token)
         if hit:
+            if self._single_use:
+                raise unauthorized()  # this process let it through already
             return cached  # type: ignore[return-value]
         try:
             if jwt.get_unverified_header(token).get("alg") != "RS256":
@@ -109,6 +127,12 @@ class Authenticator:
             valid_until = self._valid_until(claims)
         except (OverflowError, TypeError, ValueError):
             raise unauthorized() from None
+        if self._single_use:
+            jti = claims.get("jti")
+            if not isinstance(jti, str) or not jti:
+                raise unauthorized()
+            if not await self._jtis.first_use(app_id, jti, valid_until, self._clock()):
+                raise unauthorized()
         principal = Principal(account_id=app.account_id, application_id=app_id)
         self._tokens.put(token, principal, until=valid_until)
         return principal

@@ -18,6 +18,7 @@ from missive.cli_numbers import number_cli
 from missive.cli_support import (
     account_id_for,
     channel_add_cli,
+    check_webhook_urls,
     emit,
     fail,
     for_account,
@@ -138,6 +139,7 @@ def account_update(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Set the account's own webhook URLs (used by messages sent with Basic auth)."""
+    check_webhook_urls(status_url, inbound_url)
     found = with_engine(lambda engine: account_store.update_webhooks(engine, api_key, status_url, inbound_url))
     if not found:
         typer.echo(f"no account with api_key {api_key}", err=True)
@@ -155,6 +157,7 @@ def app_create(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create an application; a generated private key is printed once and never stored."""
+    check_webhook_urls(status_url, inbound_url)
     private_key = None
     if public_key_file is not None:
         public_key = public_key_file.read_text()
@@ -272,6 +275,9 @@ def sandbox_inbound(
 
 # Each link kind's `missive channel add KIND` lives in its own module.
 from missive import cli_links  # noqa: E402,F401
+from missive.cli_secrets import secrets_cli  # noqa: E402
+
+app.add_typer(secrets_cli, name="secrets")
 
 
 def main() -> None:

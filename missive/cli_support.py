@@ -16,6 +16,7 @@ from missive.store import applications as app_store
 from missive.store import links as link_store
 from missive.store.db import make_engine, migrate
 from missive.store.tables import accounts
+from missive.url_safety import UnsafeUrl, check_url, policy_for
 
 T = TypeVar("T")
 
@@ -45,6 +46,18 @@ def emit(data: dict[str, Any], as_json: bool) -> None:
 def fail(message: str) -> NoReturn:
     typer.echo(message, err=True)
     raise typer.Exit(1)
+
+
+def check_webhook_urls(status_url: str | None, inbound_url: str | None) -> None:
+    """--status-url and --inbound-url, checked as the API checks webhook URLs (no DNS;
+    see missive/url_safety.py). An empty value clears a URL and passes."""
+    settings = Settings()
+    for option, url in (("--status-url", status_url), ("--inbound-url", inbound_url)):
+        if url:
+            try:
+                check_url(url, policy_for(settings))
+            except UnsafeUrl as exc:
+                fail(f"{option}: {exc}")
 
 
 async def account_id_for(engine: AsyncEngine, api_key: str | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +19,11 @@ class Settings(BaseSettings):
     # checkpoints); FULL also survives power loss at about half the commit rate.
     sqlite_synchronous: str = "NORMAL"
 
+    # Keys encrypting provider credentials at rest: urlsafe base64 of 32 bytes, several
+    # separated by commas (the first encrypts, all decrypt). Unset: data_dir/secret.key,
+    # generated on first use. See missive/secrets_box.py and docs/security.md.
+    secret_key: SecretStr = SecretStr("")
+
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -26,6 +32,13 @@ class Settings(BaseSettings):
     # Clock skew tolerated on `iat`/`nbf`/`exp`.
     jwt_leeway: int = 30
     max_body_bytes: int = 1024 * 1024
+    # Abuse limits (docs/security.md). Requests per second per api_key (Basic) or
+    # application (JWT), in each process; 0 turns the limit off. The default is above what
+    # one process accepts, so only a lower setting throttles. Burst 0 means twice the rate.
+    request_rate: float = 10_000.0
+    request_burst: float = 0.0
+    # Refuse a second use of a JWT's `jti` (and a JWT without one), across processes.
+    jwt_single_use: bool = False
     # Rows written per group commit on the accept path.
     write_batch_max: int = 512
 
@@ -49,6 +62,11 @@ class Settings(BaseSettings):
     webhook_retry_for: float = 2 * 86400.0
     webhook_backoff_base: float = 5.0
     webhook_backoff_cap: float = 3600.0
+    # Outbound URLs (webhooks, media): loopback, private, link-local and other internal
+    # addresses are refused unless allowed here (see missive/url_safety.py). True is for a
+    # developer's machine; MISSIVE_ALLOWED_URL_NETWORKS allows chosen CIDRs, comma-separated.
+    allow_private_urls: bool = False
+    allowed_url_networks: str = ""
 
     # Where Missive is reachable from the internet (provider webhooks are registered on it).
     public_url: str | None = None
@@ -71,6 +89,14 @@ class Settings(BaseSettings):
     # When set, GET /metrics wants `Authorization: Bearer <this>`; when empty it is open,
     # and should not be reachable from outside.
     metrics_token: str = ""
+
+    @field_validator("allowed_url_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from missive.url_safety import parse_networks
+
+        parse_networks(value)  # a typo stops the start, rather than allowing nothing
+        return value
 
     def resolved_database_url(self) -> str:
         url = self.database_url or f"sqlite:///{(self.data_dir / 'missive.db').as_posix()}"

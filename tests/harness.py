@@ -44,6 +44,12 @@ def database_url(data_dir: Path) -> str:
     return _databases[key]
 
 
+# The suite's webhook receivers and fakes listen on 127.0.0.1, which Missive refuses to send
+# to by default: every server, CLI command and in-process Settings of the tests allows
+# private URLs unless the test says otherwise (env={"MISSIVE_ALLOW_PRIVATE_URLS": "false"}).
+PRIVATE_URLS_ALLOWED = {"MISSIVE_ALLOW_PRIVATE_URLS": "true"}
+
+
 def database_env(data_dir: Path) -> dict[str, str]:
     url = database_url(data_dir)
     return {"MISSIVE_DATABASE_URL": url} if url else {}
@@ -63,6 +69,7 @@ def sync_engine(data_dir: Path) -> sqlalchemy.Engine:
 
 def settings_for(data_dir: Path, **overrides: object) -> Settings:
     """Settings of an in-process Missive on a data directory's database."""
+    overrides.setdefault("allow_private_urls", True)
     return Settings(data_dir=data_dir, database_url=database_url(data_dir), **overrides)  # type: ignore[arg-type]
 
 
@@ -86,7 +93,7 @@ def missive(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> su
     """Run one `missive` CLI command against data_dir and return its result."""
     return subprocess.run(
         [sys.executable, "-m", "missive", *args],
-        env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **(env or {})},
+        env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **PRIVATE_URLS_ALLOWED, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -151,7 +158,7 @@ def start_server(
     log_file = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "missive", "serve", "--port", str(port), *args],
-        env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **(env or {})},
+        env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **PRIVATE_URLS_ALLOWED, **(env or {})},
         stdout=log_file,
         stderr=subprocess.STDOUT,
         text=True,

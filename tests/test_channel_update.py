@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from missive.channels.registry import secret_keys
+from missive.secrets_box import is_sealed, keyring_of, open_config
 from missive.store.db import make_engine
 from missive.store.tables import channel_links
 from tests.harness import Server, missive_json, provisioned_server, settings_for
@@ -61,11 +63,16 @@ def read(server: Server, link_id: str) -> dict:
 
 
 def stored_config(server: Server, link_id: str) -> dict:
+    """The config as stored, its secrets decrypted with the server's key (and checked to
+    be stored encrypted: see tests/test_secrets_at_rest.py)."""
     async def query() -> dict:
         engine = make_engine(settings_for(server.data_dir))
         try:
             async with engine.connect() as conn:
-                return dict((await conn.execute(select(channel_links.c.config).where(channel_links.c.id == link_id))).scalar_one())
+                row = (await conn.execute(select(channel_links).where(channel_links.c.id == link_id))).one()
+            for name in secret_keys(row.kind):
+                assert name not in row.config or is_sealed(row.config[name]), name
+            return open_config(keyring_of(engine), link_id, row.config, secret_keys(row.kind))
         finally:
             await engine.dispose()
 

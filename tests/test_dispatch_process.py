@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.harness import database_env, missive, missive_json, start_server
+from tests.harness import PRIVATE_URLS_ALLOWED, database_env, missive, missive_json, start_server
 
 FAST = {
     "MISSIVE_SANDBOX_DELIVERED_AFTER": "0.1",
@@ -28,7 +28,7 @@ def test_a_separate_dispatcher_delivers_and_stops_cleanly(tmp_path: Path) -> Non
         api = start_server(tmp_path, env={**FAST, "MISSIVE_DISPATCH_IN_SERVE": "false"})
         dispatcher = subprocess.Popen(
             [sys.executable, "-m", "missive", "dispatch"],
-            env={**os.environ, "MISSIVE_DATA_DIR": str(tmp_path), **database_env(tmp_path), **FAST},
+            env={**os.environ, "MISSIVE_DATA_DIR": str(tmp_path), **database_env(tmp_path), **PRIVATE_URLS_ALLOWED, **FAST},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         try:

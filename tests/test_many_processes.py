@@ -30,7 +30,14 @@ import pytest
 
 from missive.config import Settings
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.harness import Server, database_env, on_postgres, query, start_server
+from tests.harness import (
+    PRIVATE_URLS_ALLOWED,
+    Server,
+    database_env,
+    on_postgres,
+    query,
+    start_server,
+)
 from tests.test_crash import (
     FAST,
     accept,
@@ -65,7 +72,7 @@ def start_dispatcher(data_dir: Path, sandbox_log: Path, output: Path) -> subproc
     with output.open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "missive", "dispatch"],
-            env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **ENV,
+            env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **PRIVATE_URLS_ALLOWED, **ENV,
                  "MISSIVE_SANDBOX_LOG": str(sandbox_log)},
             stdout=out, stderr=subprocess.STDOUT, text=True,
         )

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from tests.fakes.fake_smsc import FakeSMSC
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.harness import Server, database_env, missive, missive_json, provisioned_server, query
+from tests.harness import (
+    PRIVATE_URLS_ALLOWED,
+    Server,
+    database_env,
+    missive,
+    missive_json,
+    provisioned_server,
+    query,
+)
 
 FAST = {
     "MISSIVE_POLL_INTERVAL": "0.05",
@@ -49,7 +57,7 @@ def dispatchers(data_dir: Path, count: int, env: dict[str, str]) -> Iterator[lis
             log, sandbox_log = data_dir / f"dispatch-{i}.log", data_dir / f"sandbox-{i}.log"
             process = subprocess.Popen(
                 [sys.executable, "-m", "missive", "dispatch"],
-                env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **FAST, **env,
+                env={**os.environ, "MISSIVE_DATA_DIR": str(data_dir), **database_env(data_dir), **PRIVATE_URLS_ALLOWED, **FAST, **env,
                      "MISSIVE_SANDBOX_LOG": str(sandbox_log)},
                 stdout=log.open("wb"), stderr=subprocess.STDOUT,
             )

@@ -259,7 +259,7 @@ def test_a_refused_bind_rejects_with_internal_error(tmp_path_factory: pytest.Tem
             response = httpx.post(f"{server.url}/v1/messages", auth=server.basic,
                                   json={"channel": "sms", "message_type": "text", "to": "447700900210", "from": "Acme", "text": "hi"})
             message_uuid = response.json()["message_uuid"]
-            receiver.wait_for(lambda hooks: any(h.json.get("message_uuid") == message_uuid for h in hooks), 20)
+            receiver.wait_for(lambda hooks: any(h.json.get("message_uuid") == message_uuid for h in hooks), 40)
             [hook] = [h.json for h in receiver.snapshot() if h.json.get("message_uuid") == message_uuid]
             assert hook["status"] == "rejected" and hook["error"]["code"] == 1030
             assert "ESME_RINVPASWD" in hook["error"]["reason"]

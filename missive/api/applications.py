@@ -22,9 +22,10 @@ from missive.api.body import read_json
 from missive.api.errors import InvalidParameter, invalid_params, not_found
 from missive.api.responses import json_response
 from missive.api.services import services
-from missive.schemas.common import Url, invalid_parameters
+from missive.schemas.common import Url, invalid_parameters, url_context
 from missive.store import applications as store
 from missive.store.applications import ApplicationFields
+from missive.url_safety import UrlPolicy, policy_for
 
 
 class WebhookAddress(BaseModel):
@@ -61,11 +62,11 @@ class ApplicationRequest(BaseModel):
     keys: Keys | None = None
 
 
-def _parse(data: object) -> ApplicationRequest:
+def _parse(data: object, policy: UrlPolicy) -> ApplicationRequest:
     if not isinstance(data, dict):
         raise invalid_params([InvalidParameter("body", "must be a JSON object")])
     try:
-        request = ApplicationRequest.model_validate(data)
+        request = ApplicationRequest.model_validate(data, context=url_context(policy))
     except ValidationError as exc:
         raise invalid_params(invalid_parameters(exc)) from None
     if request.keys and request.keys.public_key:
@@ -119,7 +120,7 @@ def application_view(row: dict, private_key: str | None = None) -> dict[str, Any
 async def create(request: Request) -> Response:
     svc = services(request)
     principal = await svc.auth.authenticate(request, allow_jwt=False)
-    parsed = _parse(await read_json(request, svc.settings.max_body_bytes))
+    parsed = _parse(await read_json(request, svc.settings.max_body_bytes), policy_for(svc.settings))
     private_key = None
     public_key = parsed.keys.public_key if parsed.keys and parsed.keys.public_key else None
     if public_key is None:
@@ -180,7 +181,7 @@ async def replace(request: Request) -> Response:
     existing = await store.get_application(svc.engine, app_id, principal.account_id)
     if existing is None:
         raise not_found("Application", app_id)
-    parsed = _parse(await read_json(request, svc.settings.max_body_bytes))
+    parsed = _parse(await read_json(request, svc.settings.max_body_bytes), policy_for(svc.settings))
     public_key = parsed.keys.public_key if parsed.keys and parsed.keys.public_key else existing["public_key"]
     row = await store.update_application(svc.engine, app_id, principal.account_id, _fields(parsed, public_key))
     if row is None:

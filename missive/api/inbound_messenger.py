@@ -44,7 +44,8 @@ from missive.channels.messenger import (
     signature_ok,
 )
 from missive.dispatch.callbacks import LinkOwner, ingest
-from missive.store.tables import channel_links, inbound_messages
+from missive.store.links import links_of_kinds
+from missive.store.tables import inbound_messages
 from missive.store.tables import messages as messages_table
 
 log = logging.getLogger("missive.messenger")
@@ -53,11 +54,7 @@ KIND = MessengerChannel.kind
 
 async def page_links(engine: AsyncEngine, account_id: str | None = None) -> dict[str, dict[str, Any]]:
     """Messenger links by page id; the oldest wins when a page was linked twice."""
-    query = select(channel_links).where(channel_links.c.kind == KIND).order_by(channel_links.c.created_at)
-    if account_id is not None:
-        query = query.where(channel_links.c.account_id == account_id)
-    async with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in await conn.execute(query)]
+    rows = await links_of_kinds(engine, [KIND], account_id)
     found: dict[str, dict[str, Any]] = {}
     for row in rows:
         page = (row["config"] or {}).get("page_id")

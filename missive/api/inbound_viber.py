@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -30,16 +29,14 @@ from missive.channels.viber import BadSignature, Callback, ViberChannel, parse_c
 from missive.config import Settings
 from missive.dispatch import viber_rules
 from missive.dispatch.callbacks import LinkOwner, ingest
-from missive.store.tables import channel_links
+from missive.store.links import links_of_kinds
 
 log = logging.getLogger("missive.inbound.viber")
 KIND = ViberChannel.kind
 
 
 async def links_for_service(engine: AsyncEngine, service_id: str) -> list[dict[str, Any]]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(select(channel_links).where(channel_links.c.kind == KIND))
-        return [dict(r._mapping) for r in rows if r.config.get("service_id") == service_id]
+    return [row for row in await links_of_kinds(engine, [KIND]) if row["config"].get("service_id") == service_id]
 
 
 

@@ -31,6 +31,7 @@ from missive.store.messages import (
 from missive.store.tables import messages as messages_table
 from missive.store.workflows import new_workflow_rows
 from missive.store.writer import Rows
+from missive.url_safety import policy_for
 
 STATUSES = ("accepted", "submitted", "delivered", "read", "rejected", "undeliverable")
 PAGE_SIZE_DEFAULT = 20
@@ -59,13 +60,14 @@ async def _accept(request: Request, validate) -> Response:  # type: ignore[no-un
     svc = services(request)
     principal = await svc.auth.authenticate(request)
     data = await read_json(request, svc.settings.max_body_bytes)
+    policy = policy_for(svc.settings)
     if validate is validate_v1 and isinstance(data, dict) and "failover" in data:
-        steps = validate_v1_failover(data)
+        steps = validate_v1_failover(data, policy)
         workflow_id, message_uuid, rows = new_workflow_rows(steps, "v1", principal.account_id, principal.application_id, svc.clock())
         context.message_uuid.set(message_uuid)
         await store_accepted(svc, rows)
         return json_response({"message_uuid": message_uuid, "workflow_id": workflow_id}, 202)
-    body = validate(data)
+    body = validate(data, policy)
     message_uuid, rows = new_message_rows(body, principal.account_id, principal.application_id, svc.clock())
     context.message_uuid.set(message_uuid)
     await store_accepted(svc, rows)

@@ -12,6 +12,7 @@ from missive.api import health
 from missive.api.applications import ApplicationRequest
 from missive.api.channels import LinkRequest, LinkUpdate
 from missive.api.numbers import NumberRequest, NumberUpdate
+from missive.api.openapi_examples import add_request_examples
 from missive.api.sandbox import SandboxInbound
 from missive.schemas.beta import BetaMessage
 from missive.schemas.v1 import V1Message
@@ -180,6 +181,8 @@ def _responses(success: dict[str, Any], *errors: int) -> dict[str, Any]:
     responses = dict(success)
     for status in (401, *errors):
         responses[str(status)] = {"description": "Problem", "content": problem}
+    responses["429"] = {"description": "Over the request rate of these credentials", "content": problem,
+                        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}}
     return responses
 
 
@@ -415,6 +418,7 @@ def openapi_document() -> dict[str, Any]:
         if path.startswith(("/v2/", "/v1/channels", "/v1/numbers")):
             for operation in item.values():
                 operation["security"] = [{"basicAuth": []}]
+    add_request_examples(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Missive", "version": __version__, "description": "Messages and Workflows APIs, self-hosted."},

@@ -22,8 +22,17 @@ from missive.api.responses import json_response
 from missive.api.services import services
 from missive.channels.base import InboundEvent
 from missive.dispatch.callbacks import record_inbound
-from missive.schemas.common import Audio, File, Image, Strict, Video, invalid_parameters
+from missive.schemas.common import (
+    Audio,
+    File,
+    Image,
+    Strict,
+    Video,
+    invalid_parameters,
+    url_context,
+)
 from missive.store import applications as app_store
+from missive.url_safety import SHAPE_ONLY
 
 CONTENT_KEYS = ("text", "image", "audio", "video", "file", "location")
 
@@ -67,7 +76,8 @@ def parse_inbound(data: object) -> SandboxInbound:
     if not isinstance(data, dict):
         raise invalid_params([InvalidParameter("body", "must be a JSON object")])
     try:
-        return SandboxInbound.model_validate(data)
+        # A simulated user's media URLs: Missive never fetches them, so only their shape counts.
+        return SandboxInbound.model_validate(data, context=url_context(SHAPE_ONLY))
     except ValidationError as exc:
         raise invalid_params(invalid_parameters(exc)) from None
 

@@ -23,12 +23,13 @@ from missive.clock import iso
 from missive.schemas.workflows import validate_dispatch
 from missive.store.messages import Scope
 from missive.store.workflows import get_workflow, new_workflow_rows
+from missive.url_safety import policy_for
 
 
 async def create_workflow(request: Request) -> Response:
     svc = services(request)
     principal = await svc.auth.authenticate(request)
-    steps = validate_dispatch(await read_json(request, svc.settings.max_body_bytes))
+    steps = validate_dispatch(await read_json(request, svc.settings.max_body_bytes), policy_for(svc.settings))
     workflow_id, _, rows = new_workflow_rows(steps, "dispatch", principal.account_id, principal.application_id, svc.clock())
     await store_accepted(svc, rows)
     return json_response({"dispatch_uuid": workflow_id}, 202)

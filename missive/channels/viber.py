@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
+import aiohttp
 import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +47,8 @@ from missive.channels.base import (
     Undeliverable,
 )
 from missive.config import Settings
+from missive.url_guard import AddressGuard, guarded_session, head_length
+from missive.url_safety import policy_for
 
 CHANNEL = "viber_service"
 EVENT_TYPES = ["delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started"]
@@ -123,6 +126,10 @@ class ViberChannel:
         settings = settings or Settings()
         self._base = settings.viber_api_url.rstrip("/")
         self._client = httpx.AsyncClient(timeout=settings.provider_timeout, transport=transport)
+        # Media hosts are the sender's choice: asked only under the outbound URL policy.
+        self._guard = AddressGuard(policy_for(settings))
+        self._media_timeout = settings.provider_timeout
+        self._media: aiohttp.ClientSession | None = None
 
     async def send(self, message: OutboundMessage, link: ChannelLink) -> SendResult:
         config = link.config
@@ -149,6 +156,8 @@ class ViberChannel:
 
     async def close(self) -> None:
         await self._client.aclose()
+        if self._media is not None:
+            await self._media.close()
 
     async def _content(self, message: OutboundMessage) -> dict[str, Any]:
         kind, body = message.message_type, message.body
@@ -169,11 +178,14 @@ class ViberChannel:
         raise Rejected(1440, f"Invalid message type: Viber Service Messages do not carry {kind}")
 
     async def _size(self, url: str) -> int:
-        """Viber requires a video's or file's size in bytes: asked of the media's host."""
+        """Viber requires a video's or file's size in bytes: asked of the media's host with
+        a HEAD, under the outbound URL policy (missive/url_guard.py). A refused URL, or a
+        redirect to one, is not asked: its size is 0, as when the host does not answer."""
+        if self._media is None:
+            self._media = guarded_session(self._guard, self._media_timeout, limit=32)
         try:
-            response = await self._client.head(url, follow_redirects=True)
-            return int(response.headers.get("content-length", "0"))
-        except (httpx.HTTPError, ValueError):
+            return await head_length(self._media, self._guard, url)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return 0
 
     async def _call(self, path: str, body: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

@@ -7,13 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive.cache import TTLCache
 from missive.channels.base import ChannelLink
 from missive.config import Settings
-from missive.store.tables import channel_links
+from missive.store.links import list_links
 
 
 def sandbox_link(settings: Settings, channel: str) -> ChannelLink:
@@ -80,15 +79,7 @@ class LinkRouter:
         hit, cached = self._cache.get(account_id)
         if hit:
             return cached  # type: ignore[no-any-return]
-        async with self._engine.connect() as conn:
-            rows = [
-                dict(r._mapping)
-                for r in await conn.execute(
-                    select(channel_links)
-                    .where(channel_links.c.account_id == account_id)
-                    .order_by(channel_links.c.created_at)
-                )
-            ]
+        rows = await list_links(self._engine, account_id)  # secrets decrypted
         self._cache.put(account_id, rows)
         return rows
 

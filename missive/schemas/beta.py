@@ -24,8 +24,10 @@ from missive.schemas.common import (
     ViberOptions,
     Video,
     invalid_parameters,
+    url_context,
 )
 from missive.schemas.v1 import PAYLOAD_FIELDS, validate_v1
+from missive.url_safety import STRICT, UrlPolicy
 
 BetaChannel = Literal["sms", "mms", "whatsapp", "messenger", "viber_service_msg"]
 V1_CHANNEL = {"viber_service_msg": "viber_service"}
@@ -132,21 +134,21 @@ def _covered(name: str, errors: list[InvalidParameter]) -> bool:
     return False
 
 
-def validate_beta(data: object) -> dict[str, Any]:
+def validate_beta(data: object, policy: UrlPolicy = STRICT) -> dict[str, Any]:
     """The normalised v1 message for a beta body, or a 422 problem naming every bad
     field by its beta path: structural errors and v1 rules together."""
     if not isinstance(data, dict):
         raise invalid_params([InvalidParameter("body", "must be a JSON object")])
     errors: list[InvalidParameter] = []
     try:
-        _beta_adapter.validate_python(data)
+        _beta_adapter.validate_python(data, context=url_context(policy))
     except ValidationError as exc:
         errors = invalid_parameters(exc)
     to_type, from_type = _obj(data.get("to")).get("type"), _obj(data.get("from")).get("type")
     if isinstance(to_type, str) and isinstance(from_type, str) and to_type != from_type:
         errors.append(InvalidParameter("from.type", "must be the same channel as to.type"))
     try:
-        message = validate_v1(translate(data))
+        message = validate_v1(translate(data), policy)
     except ProblemError as problem:
         for param in problem.invalid_parameters:
             param.name = beta_path(param.name, data)

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from missive.api.errors import InvalidParameter
+from missive.url_safety import STRICT, UrlPolicy, check_url
 
-_HOST = re.compile(r"^[a-z0-9._\-]+$|^[0-9a-f:.]+$")
+
+def _check_url(value: str, info: ValidationInfo) -> str:
+    """An absolute http(s) URL with a well-formed host and port, no whitespace, and (by the
+    policy in the validation context, strict without one) no internal address."""
+    return check_url(value, url_policy(info))
 
 
-def _check_url(value: str) -> str:
-    """An absolute http(s) URL with a well-formed host and port, and no whitespace."""
-    try:
-        if any(ch.isspace() or ord(ch) < 32 for ch in value):
-            raise ValueError
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError when out of range
-        host = parts.hostname or ""
-    except ValueError:
-        raise ValueError("must be an absolute http or https URL") from None
-    if parts.scheme not in ("http", "https") or not _HOST.match(host):
-        raise ValueError("must be an absolute http or https URL")
-    return value
+def url_policy(info: ValidationInfo) -> UrlPolicy:
+    return (info.context or {}).get("url_policy", STRICT)
+
+
+def url_context(policy: UrlPolicy) -> dict[str, UrlPolicy]:
+    """The validation context that applies `policy` to every Url field."""
+    return {"url_policy": policy}
 
 
 Url = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_check_url)]

@@ -31,7 +31,9 @@ from missive.schemas.common import (
     Video,
     invalid_parameters,
     messenger_rules,
+    url_context,
 )
+from missive.url_safety import STRICT, UrlPolicy
 
 SUPPORTED_CHANNELS = ("sms", "messenger", "viber_service")
 # Channels of the contract with no channel in Missive yet: a clear 422, not "invalid".
@@ -115,8 +117,9 @@ def _with_defaults(message: SmsMessage | MessengerMessage | ViberMessage) -> dic
     return body
 
 
-def validate_v1(data: object) -> dict[str, Any]:
-    """The normalised v1 message, or a ProblemError (422) naming every bad field."""
+def validate_v1(data: object, policy: UrlPolicy = STRICT) -> dict[str, Any]:
+    """The normalised v1 message, or a ProblemError (422) naming every bad field;
+    `policy` says which webhook and media URLs are allowed."""
     if not isinstance(data, dict):
         raise invalid_params([InvalidParameter("body", "must be a JSON object")])
     channel = data.get("channel")
@@ -124,7 +127,7 @@ def validate_v1(data: object) -> dict[str, Any]:
         raise unsupported_channel(channel)
     errors: list[InvalidParameter] = []
     try:
-        message = v1_adapter.validate_python(data)
+        message = v1_adapter.validate_python(data, context=url_context(policy))
     except ValidationError as exc:
         errors = invalid_parameters(exc, drop_first=True)
         message = None

@@ -21,6 +21,7 @@ from missive.api.errors import InvalidParameter, ProblemError, invalid_params
 from missive.schemas.beta import validate_beta
 from missive.schemas.common import Strict, invalid_parameters
 from missive.schemas.v1 import validate_v1
+from missive.url_safety import STRICT, UrlPolicy
 
 # Vonage names no upper bound; a bound keeps one request from fanning out without limit.
 MAX_STEPS = 10
@@ -52,7 +53,7 @@ def _rule(value: object, path: str, errors: list[InvalidParameter]) -> dict[str,
         return None
 
 
-def validate_dispatch(data: object) -> list[dict[str, Any]]:
+def validate_dispatch(data: object, policy: UrlPolicy = STRICT) -> list[dict[str, Any]]:
     """The steps of a Workflows API request, or a 422 naming every bad field
     (`workflow[1].failover.expiry_time`, `workflow[0].message.content.text`...)."""
     if not isinstance(data, dict):
@@ -77,7 +78,7 @@ def validate_dispatch(data: object) -> list[dict[str, Any]]:
         elif item.get("failover") is not None:
             errors.append(InvalidParameter(f"{path}.failover", "must not be set on the last message"))
         try:
-            message = validate_beta({k: v for k, v in item.items() if k != "failover"})
+            message = validate_beta({k: v for k, v in item.items() if k != "failover"}, policy)
         except ProblemError as problem:
             errors.extend(_prefixed(path, problem))
             continue
@@ -87,13 +88,13 @@ def validate_dispatch(data: object) -> list[dict[str, Any]]:
     return steps
 
 
-def validate_v1_failover(data: dict[str, Any]) -> list[dict[str, Any]]:
+def validate_v1_failover(data: dict[str, Any], policy: UrlPolicy = STRICT) -> list[dict[str, Any]]:
     """The steps of a v1 message with a `failover` array: the message, then each fallback."""
     errors: list[InvalidParameter] = []
     fallbacks = data.get("failover")
     first: dict[str, Any] | None = None
     try:
-        first = validate_v1({k: v for k, v in data.items() if k != "failover"})
+        first = validate_v1({k: v for k, v in data.items() if k != "failover"}, policy)
     except ProblemError as problem:
         errors.extend(problem.invalid_parameters)
     if not isinstance(fallbacks, list) or not 1 <= len(fallbacks) <= MAX_STEPS - 1:
@@ -106,7 +107,7 @@ def validate_v1_failover(data: dict[str, Any]) -> list[dict[str, Any]]:
             errors.append(InvalidParameter(f"{path}.failover", "a failover message cannot have its own failover"))
             continue
         try:
-            steps.append({"message": validate_v1(item), "failover": None})
+            steps.append({"message": validate_v1(item, policy), "failover": None})
         except ProblemError as problem:
             errors.extend(_prefixed(path, problem))
     if errors:

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from missive.config import Settings
+from missive.secrets_box import Keyring, attach
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -20,6 +21,14 @@ def _json_dumps(value: object) -> str:
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
+    """An engine on the configured database, with the keyring of the link secrets."""
+    keyring = Keyring.from_settings(settings)  # a malformed MISSIVE_SECRET_KEY fails here
+    engine = _engine(settings)
+    attach(engine, keyring)
+    return engine
+
+
+def _engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)

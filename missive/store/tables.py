@@ -320,3 +320,13 @@ rate_buckets = Table(
     Column("tokens", Double, nullable=False),
     Column("stamp", Double, nullable=False),
 )
+
+# JWT ids already used while MISSIVE_JWT_SINGLE_USE is on, kept until their token expires:
+# the primary key makes a second use fail its insert, whichever API process sees it.
+used_jtis = Table(
+    "used_jtis",
+    metadata,
+    Column("application_id", String(36), primary_key=True),
+    Column("jti_hash", String(64), primary_key=True),  # SHA-256 hex: any jti, fixed size
+    Column("expires_at", Double, nullable=False, index=True),
+)

@@ -59,12 +59,15 @@ def inbound_payload(inbound: dict[str, Any], version: str) -> dict[str, Any]:
     content = dict(inbound["payload"])
     timestamp = iso(inbound["created_at"])
     if version == "v0.1":
+        # Channel details (SMS: num_messages, keyword) sit beside the content, as in the
+        # beta API's inbound SMS.
+        details = {key: content.pop(key) for key in ("sms",) if key in content}
         return {
             "message_uuid": inbound["uuid"],
             "to": _beta_address(channel, inbound["to_addr"], business=True),
             "from": _beta_address(channel, inbound["from_addr"], business=False),
             "timestamp": timestamp,
-            "message": {"content": {"type": inbound["message_type"], **content}},
+            "message": {"content": {"type": inbound["message_type"], **content}, **details},
         }
     return {
         "channel": channel,

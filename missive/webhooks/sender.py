@@ -3,6 +3,12 @@
 Concurrency is bounded twice: in total, and per target (an application, or an account
 for Basic-auth messages). A target at its bound is left out of the next claims, so one
 slow receiver fills only its own slots and never holds up the others.
+
+Every attempt goes only where the outbound URL policy allows (missive/url_guard.py);
+a refused URL is a failed attempt, with the reason, retried like any other. Redirects are
+not followed: a 3xx is a failed attempt. Of the answer only the status counts; at most
+BODY_LIMIT bytes of the body are read (so that the connection can be reused), and the
+whole attempt takes at most `webhook_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -26,10 +32,15 @@ from missive.observability import metrics
 from missive.store.claims import claim_due
 from missive.store.tables import accounts, webhook_attempts, webhook_outbox
 from missive.store.writer import Batcher
+from missive.url_guard import AddressGuard, RefusedAddress, guarded_session
+from missive.url_safety import policy_for
 from missive.waiting import wait_any
 from missive.webhooks.signing import sign
 
 log = logging.getLogger("missive.webhooks")
+
+# The most of a receiver's answer body read; a longer body is dropped with its connection.
+BODY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,13 +77,12 @@ class WebhookSender:
         self._waiting: dict[str, deque[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._secrets = TTLCache(clock, ttl=30.0)
+        self._guard = AddressGuard(policy_for(settings))
         self.wake = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        self._client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout),
-            connector=aiohttp.TCPConnector(limit=self._settings.webhook_max_in_flight, limit_per_host=0),
-        )
+        # `total` covers connecting, sending, the answer and reading its body.
+        self._client = guarded_session(self._guard, self._settings.webhook_timeout, self._settings.webhook_max_in_flight)
         self._results.start()
         try:
             while not stopping.is_set():
@@ -153,18 +163,16 @@ class WebhookSender:
         started = time.perf_counter()
         status_code, error = None, None
         try:
-            body = row["payload"].encode()
-            api_key, secret = await self._signing(row["account_id"])
-            token = sign(body, secret, api_key, row["application_id"])
-            assert self._client is not None
-            async with self._client.post(
-                row["url"],
-                data=body,
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}", "User-Agent": "Missive"},
-                allow_redirects=False,
-            ) as response:
-                await response.read()
-                status_code = response.status
+            refused = self._guard.refusal(row["url"])
+            if refused:
+                error = f"refused: {refused}"
+            else:
+                status_code, error = await self._post(row)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):
+                error = f"refused: {exc.os_error}"
+            else:
+                error = f"{type(exc).__name__}: {exc}"[:500]
         except (TimeoutError, aiohttp.ClientError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         except Exception as exc:  # noqa: BLE001 - recorded on the row, retried
@@ -181,6 +189,30 @@ class WebhookSender:
             # twice stays bounded by the in-flight limits.
             self._finished(row["target"])
         self.wake.set()
+
+    async def _post(self, row: dict[str, Any]) -> tuple[int, str | None]:
+        body = row["payload"].encode()
+        api_key, secret = await self._signing(row["account_id"])
+        token = sign(body, secret, api_key, row["application_id"])
+        assert self._client is not None
+        async with self._client.post(
+            row["url"],
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}", "User-Agent": "Missive"},
+            allow_redirects=False,
+        ) as response:
+            # The status is the answer. Read what is left of the body up to BODY_LIMIT
+            # within the same deadline; a longer or slower body only costs the connection.
+            left = BODY_LIMIT
+            try:
+                while left > 0 and (chunk := await response.content.read(left)):
+                    left -= len(chunk)
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            if 300 <= response.status < 400:
+                location = response.headers.get("Location", "")[:200]
+                return response.status, f"HTTP {response.status}: redirects are not followed (Location: {location})"
+            return response.status, None
 
     async def _record(self, conn: AsyncConnection, attempts: list[Attempt]) -> None:
         await conn.execute(

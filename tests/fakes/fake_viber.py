@@ -11,7 +11,7 @@ response shapes and `status` codes, scripted answers, every request recorded.
 Unscripted calls get Viber's normal answers: a wrong X-Viber-Auth-Token is status 2
 (invalidAuthToken), a request missing what Viber requires is status 3 (badData), else
 status 0 with a fresh numeric `message_token`. `HEAD /media/...` answers a
-Content-Length, standing in for a media host.
+Content-Length, standing in for a media host (`media_heads` records them).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class FakeViber:
         self.auth_token = auth_token
         self.port = serving.free_port()
         self.calls: list[Call] = []
+        self.media_heads: list[str] = []  # paths of HEAD /media/... requests
         # tracking_data (Missive's message uuid) -> the message_token answered.
         self.tokens: dict[str, int] = {}
         self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
@@ -151,6 +152,8 @@ class FakeViber:
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if scope["method"] == "HEAD" and scope["path"].startswith("/media/"):
+            with self._lock:
+                self.media_heads.append(scope["path"])
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-length", str(MEDIA_SIZE).encode())]})
             await send({"type": "http.response.body", "body": b""})

@@ -1,4 +1,4 @@
-"""Serving a fake's ASGI app on 127.0.0.1 in a background thread (uvicorn), for the tests."""
+"""Serving a fake's ASGI app on 127.0.0.1 (or another loopback address) in a background thread (uvicorn), for the tests."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 import uvicorn
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def start(app: Callable[..., Any], port: int, name: str) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+def start(app: Callable[..., Any], port: int, name: str, host: str = "127.0.0.1") -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             lifespan="off", interface="asgi3")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
