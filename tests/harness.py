@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -17,7 +18,11 @@ import httpx
 import jwt
 import sqlalchemy
 
+from missive import credentials
 from missive.config import Settings
+from missive.store import accounts as account_store
+from missive.store import applications as app_store
+from missive.store.db import make_engine, migrate
 
 # Set by `python -m tests.postgres run -- ...` (make test's second pass): every data
 # directory then gets its own database on that cluster instead of an SQLite file.
@@ -177,10 +182,32 @@ def start_server(
     raise RuntimeError(f"server did not start: {server.log()}")
 
 
+def provision(data_dir: Path) -> tuple[dict, dict]:
+    """One account and one application (with its private key), made in this process
+    through the same store functions as `missive account create` / `missive app create`
+    (the CLI's own tests run the CLI; a subprocess per fixture only cost the suite time)."""
+
+    async def work() -> tuple[dict, dict]:
+        engine = make_engine(settings_for(data_dir))
+        try:
+            await migrate(engine)
+            account = await account_store.create_account(engine)
+            pair = credentials.new_rsa_keypair()
+            fields = app_store.ApplicationFields(name="tests", public_key=pair.public_pem, status_url=None, inbound_url=None)
+            app = await app_store.create_application(engine, account.id, fields)
+        finally:
+            await engine.dispose()
+        return ({"api_key": account.api_key, "api_secret": account.api_secret,
+                 "signature_secret": account.signature_secret},
+                {"id": app["id"], "private_key": pair.private_pem})
+
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    return asyncio.run(work())
+
+
 def provisioned_server(data_dir: Path, *args: str, env: dict[str, str] | None = None, scheme: str = "http") -> Server:
     """A server with one account and one application (with its private key) ready."""
-    account = missive_json(data_dir, "account", "create")
-    app = missive_json(data_dir, "app", "create", "--name", "tests", "--api-key", account["api_key"])
+    account, app = provision(data_dir)
     server = start_server(data_dir, *args, env=env, scheme=scheme)
     server.api_key, server.api_secret = account["api_key"], account["api_secret"]
     server.signature_secret = account["signature_secret"]
