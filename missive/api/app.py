@@ -30,6 +30,7 @@ from missive.dispatch.worker import Dispatcher
 from missive.observability import metrics
 from missive.observability.context import start_request
 from missive.store.db import make_engine, migrate
+from missive.store.faults import FAULT_TYPES
 from missive.store.tables import messages as messages_table
 from missive.store.tables import outbox, timers
 from missive.store.tables import workflows as workflows_table
@@ -80,6 +81,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         exception_handlers={
             ProblemError: on_problem,
             HTTPException: on_http_exception,
+            # Database faults (503/507) answered here, not re-raised past the answer as the
+            # catch-all's are: the server would then drop the connection, unread body and all.
+            **dict.fromkeys(FAULT_TYPES, on_unexpected),
             Exception: on_unexpected,
         },
         lifespan=lifespan,

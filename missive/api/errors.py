@@ -3,8 +3,10 @@
     ProblemError                 raised anywhere in a request, rendered by `problem_response`
       status, type, title, detail, invalid_parameters, headers
 
-Any other exception becomes a 500 with the same shape; the traceback goes to the log
-under the body's `instance`, never to the client. `instance` is the request's trace id
+A database fault becomes a 503 (unavailable: locked, unreachable; with `Retry-After`)
+or a 507 (its storage is full), see missive.store.faults; any other exception a 500 with
+the same shape. Either way the log line carries the body's `instance` (the 500 its
+traceback), and the client gets no traceback. `instance` is the request's trace id
 (missive.observability.context), which every log line of the request carries too, and
 is echoed in an `X-Request-Id` header.
 """
@@ -20,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from missive.observability.context import trace_id_or_new
+from missive.store.faults import FULL, UNAVAILABLE, classify, describe
 
 log = logging.getLogger("missive.api")
 
@@ -81,6 +84,33 @@ def not_found(what: str, ident: str) -> ProblemError:
     )
 
 
+def unavailable(detail: str = "The database is unavailable for the moment. Retry later.") -> ProblemError:
+    return ProblemError(
+        503, f"{ERRORS}#service-unavailable", "Service Unavailable", detail, headers={"Retry-After": "1"}
+    )
+
+
+def storage_full(detail: str = "The server's storage is full. Retry once space has been freed.") -> ProblemError:
+    return ProblemError(507, f"{ERRORS}#insufficient-storage", "Insufficient Storage", detail)
+
+
+def database_fault(
+    exc: BaseException, where: str, full_detail: str | None = None, unavailable_detail: str | None = None
+) -> ProblemError | None:
+    """The 507 or 503 for a database fault, logged with the request's trace id; None for
+    any other exception."""
+    kind = classify(exc)
+    if kind is None:
+        return None
+    trace_id = trace_id_or_new()
+    if kind == FULL:
+        log.error("the database is full (%s) on %s [instance %s]", describe(exc), where, trace_id)
+        return storage_full(full_detail) if full_detail else storage_full()
+    assert kind == UNAVAILABLE
+    log.warning("the database is unavailable (%s) on %s [instance %s]", describe(exc), where, trace_id)
+    return unavailable(unavailable_detail) if unavailable_detail else unavailable()
+
+
 def problem_response(problem: ProblemError, trace_id: str | None = None) -> Response:
     trace_id = trace_id or trace_id_or_new()
     body: dict[str, object] = {
@@ -125,6 +155,9 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     trace_id = trace_id_or_new()
+    fault = database_fault(exc, f"{request.method} {request.url.path}")
+    if fault is not None:
+        return problem_response(fault, trace_id)
     log.error("unhandled error on %s %s [instance %s]", request.method, request.url.path, trace_id, exc_info=exc)
     return problem_response(
         ProblemError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,7 +14,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from missive.api.body import read_json
-from missive.api.errors import InvalidParameter, ProblemError, invalid_params, not_found
+from missive.api.errors import (
+    InvalidParameter,
+    database_fault,
+    invalid_params,
+    not_found,
+    unavailable,
+)
 from missive.api.responses import json_response
 from missive.api.services import Services, services
 from missive.clock import iso, parse_iso
@@ -36,21 +43,24 @@ from missive.url_safety import policy_for
 STATUSES = ("accepted", "submitted", "delivered", "read", "rejected", "undeliverable")
 PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
+NOT_STORED = "The message could not be stored; nothing was accepted. Retry later."
+NOT_STORED_FULL = "The message could not be stored: the server's storage is full. Nothing was accepted."
 
+log = logging.getLogger("missive.api")
 
 
 async def store_accepted(svc: Services, rows: Rows) -> None:
-    """Commit what accepting a request writes; a 503 (nothing accepted) when it cannot."""
+    """Commit what accepting a request writes. The 202 comes only after that commit; when
+    it fails the group's transaction left nothing, and the answer is a 507 (storage full)
+    or a 503 (anything else: nothing accepted, retry)."""
     try:
         await svc.writer.write(rows)
-    except Exception:
-        raise ProblemError(
-            503,
-            "https://developer.nexmo.com/api-errors#service-unavailable",
-            "Service Unavailable",
-            "The message could not be stored; nothing was accepted. Retry later.",
-            headers={"Retry-After": "1"},
-        ) from None
+    except Exception as exc:
+        fault = database_fault(exc, "accept", NOT_STORED_FULL, NOT_STORED)
+        if fault is None:
+            log.error("nothing accepted: the commit failed [instance %s]", context.trace_id_or_new(), exc_info=exc)
+            fault = unavailable(NOT_STORED)
+        raise fault from None
     metrics.accepted(rows.get(messages_table, ()))
     if svc.dispatcher is not None:
         svc.dispatcher.notify()

@@ -183,6 +183,10 @@ def _responses(success: dict[str, Any], *errors: int) -> dict[str, Any]:
         responses[str(status)] = {"description": "Problem", "content": problem}
     responses["429"] = {"description": "Over the request rate of these credentials", "content": problem,
                         "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}}
+    # Database faults, on any operation (docs/security.md#faults).
+    responses["503"] = {"description": "Unavailable for the moment (the database is locked or unreachable); retry later", "content": problem,
+                        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}}
+    responses["507"] = {"description": "The database's storage is full", "content": problem}
     return responses
 
 

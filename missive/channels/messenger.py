@@ -22,6 +22,7 @@ the caller resolves into the messages it covers (`refs_before_watermark`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -132,6 +133,9 @@ class MessengerChannel:
         settings = settings or Settings()
         self._url = f"{settings.graph_api_url.rstrip('/')}/{settings.graph_api_version}/me/messages"
         self._client = httpx.AsyncClient(timeout=settings.provider_timeout)
+        # httpx's timeout bounds each step (connect, each read); this bounds the whole call,
+        # so a Graph API that dribbles its answer cannot hold a send past it either.
+        self._deadline = settings.provider_timeout
 
     async def send(self, message: OutboundMessage, link: ChannelLink) -> SendResult:
         answer = await self._post(request_body(message), link)
@@ -149,8 +153,9 @@ class MessengerChannel:
         if not isinstance(token, str) or not token:
             raise Misconfigured("the Messenger link has no page_token")
         try:
-            response = await self._client.post(self._url, params={"access_token": token}, json=body)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._deadline):
+                response = await self._client.post(self._url, params={"access_token": token}, json=body)
+        except (TimeoutError, httpx.TimeoutException):
             raise Unavailable("Graph API timed out") from None
         except httpx.HTTPError as exc:
             # The exception text may carry the URL, and so the token: only its type is kept.

@@ -21,6 +21,7 @@ The channel never reads user state (who unsubscribed, whose number is known): th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import posixpath
@@ -126,6 +127,8 @@ class ViberChannel:
         settings = settings or Settings()
         self._base = settings.viber_api_url.rstrip("/")
         self._client = httpx.AsyncClient(timeout=settings.provider_timeout, transport=transport)
+        # The whole call's bound (httpx's timeout is per step: a dribbled answer escapes it).
+        self._deadline = settings.provider_timeout
         # Media hosts are the sender's choice: asked only under the outbound URL policy.
         self._guard = AddressGuard(policy_for(settings))
         self._media_timeout = settings.provider_timeout
@@ -193,11 +196,12 @@ class ViberChannel:
         if not isinstance(token, str) or not token:
             raise Misconfigured("the Viber link has no auth_token")
         try:
-            response = await self._client.post(
-                self._base + path, content=orjson.dumps(body),
-                headers={"X-Viber-Auth-Token": token, "Content-Type": "application/json"},
-            )
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._deadline):
+                response = await self._client.post(
+                    self._base + path, content=orjson.dumps(body),
+                    headers={"X-Viber-Auth-Token": token, "Content-Type": "application/json"},
+                )
+        except (TimeoutError, httpx.TimeoutException):
             raise Unavailable("Viber did not answer in time") from None
         except httpx.HTTPError as exc:
             raise Unavailable(f"Viber unreachable: {type(exc).__name__}") from None

@@ -24,7 +24,7 @@ from missive.config import Settings
 from missive.dispatch.routing import as_link
 from missive.store import bind_slots
 from missive.store.links import links_of_kinds
-from missive.waiting import wait_any
+from missive.waiting import Outage, wait_any
 
 log = logging.getLogger("missive.dispatch")
 
@@ -49,11 +49,13 @@ class SessionKeeper:
     async def run(self, stopping: asyncio.Event) -> None:
         if not self._channels:
             return
+        outage = Outage(log, "keeping provider sessions")
         while not stopping.is_set():
             try:
                 await self._round()
+                outage.recovered()
             except Exception as exc:  # noqa: BLE001 - tried again at the next round
-                log.warning("keeping provider sessions failed: %s", exc)
+                outage.failed(exc)
             await wait_any(stopping, self.wake, self._settings.sessions_interval)
             self.wake.clear()
         try:

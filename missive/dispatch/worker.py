@@ -40,10 +40,11 @@ from missive.observability import context, metrics
 from missive.sms.gsm import count_parts
 from missive.store import rates
 from missive.store.claims import claim_due
+from missive.store.faults import classify, describe
 from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher
-from missive.waiting import wait_any
+from missive.waiting import Outage, wait_any
 from missive.webhooks.sender import WebhookSender
 from missive.workflows import engine as workflows
 
@@ -113,11 +114,13 @@ class Dispatcher:
     # -- outbox ---------------------------------------------------------------------
 
     async def _outbox_loop(self) -> None:
+        outage = Outage(log, "claiming the outbox")
         while not self._stopping.is_set():
             try:
                 claimed = await self._claim_outbox()
+                outage.recovered()
             except Exception as exc:  # noqa: BLE001 - the database may come back
-                log.warning("claiming the outbox failed: %s", exc)
+                outage.failed(exc)
                 claimed = 0
             if not claimed:
                 await wait_any(self._stopping, self.wake, self._settings.poll_interval)
@@ -152,7 +155,7 @@ class Dispatcher:
         try:
             await self._results.submit(outcome)
         except Exception as exc:  # noqa: BLE001 - the lease runs out and the send is retried
-            log.warning("message %s: result not recorded: %s", message["uuid"], exc)
+            log.warning("message %s: result not recorded: %s", message["uuid"], describe(exc))
             return
         self.webhooks.wake.set()
 
@@ -177,7 +180,10 @@ class Dispatcher:
         except SendError as error:
             return self._failed(uuid, attempt, error, link.id if link else None)
         except Exception as exc:
-            log.exception("message %s: channel raised", uuid)
+            if classify(exc) is None:
+                log.exception("message %s: channel raised", uuid)
+            else:  # routing or the Viber rules could not read the database: retried
+                log.warning("message %s: not sent, the database failed: %s", uuid, describe(exc))
             return self._failed(uuid, attempt, Unavailable(f"{type(exc).__name__}"), None)
         now = self._clock()
         refs = tuple((link.kind, ref) for ref in (result.all_refs or (result.provider_ref,)))
@@ -238,11 +244,13 @@ class Dispatcher:
     # -- timers -----------------------------------------------------------------------
 
     async def _timer_loop(self) -> None:
+        outage = Outage(log, "firing timers")
         while not self._stopping.is_set():
             try:
                 fired = await self._fire_timers()
-            except Exception as exc:  # noqa: BLE001
-                log.warning("firing timers failed: %s", exc)
+                outage.recovered()
+            except Exception as exc:  # noqa: BLE001 - the database may come back
+                outage.failed(exc)
                 fired = 0
             if not fired:
                 await wait_any(self._stopping, None, min(self._settings.poll_interval, 0.1))

@@ -36,19 +36,24 @@ def _engine(settings: Settings) -> AsyncEngine:
             url,
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
-            connect_args={"timeout": 30},
+            connect_args={"timeout": settings.sqlite_busy_timeout},
         )
         synchronous = settings.sqlite_synchronous.upper()
         if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"MISSIVE_SQLITE_SYNCHRONOUS: unknown mode {synchronous!r}")
+        busy_ms = max(0, int(settings.sqlite_busy_timeout * 1000))
+        max_pages = max(0, settings.sqlite_max_pages)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _tune(dbapi_connection, _record):  # type: ignore[no-untyped-def]
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if max_pages:
+                # Per connection, so on every one: past it, writes fail with SQLITE_FULL.
+                cursor.execute(f"PRAGMA max_page_count={max_pages}")
             cursor.close()
             # The driver would only BEGIN before its first write, so a transaction's reads
             # ran outside it and a decision made on them (a status moving forward, a receipt

@@ -23,6 +23,8 @@ import orjson
 from sqlalchemy import JSON, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from missive.store.faults import describe
+
 log = logging.getLogger("missive.store")
 
 T = TypeVar("T")
@@ -80,7 +82,7 @@ class Batcher(Generic[T]):
                 async with self._engine.begin() as conn:
                     await self._commit(conn, [pending.item for pending in batch])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                log.warning("%s: commit of %d items failed: %s", self._name, len(batch), exc)
+                log.warning("%s: commit of %d items failed: %s", self._name, len(batch), describe(exc))
                 for pending in batch:
                     if not pending.done.done():
                         pending.done.set_exception(exc)

@@ -34,7 +34,7 @@ from missive.store.tables import accounts, webhook_attempts, webhook_outbox
 from missive.store.writer import Batcher
 from missive.url_guard import AddressGuard, RefusedAddress, guarded_session
 from missive.url_safety import policy_for
-from missive.waiting import wait_any
+from missive.waiting import Outage, wait_any
 from missive.webhooks.signing import sign
 
 log = logging.getLogger("missive.webhooks")
@@ -85,8 +85,14 @@ class WebhookSender:
         self._client = guarded_session(self._guard, self._settings.webhook_timeout, self._settings.webhook_max_in_flight)
         self._results.start()
         try:
+            outage = Outage(log, "claiming webhooks")
             while not stopping.is_set():
-                claimed = await self._claim()
+                try:
+                    claimed = await self._claim()
+                    outage.recovered()
+                except Exception as exc:  # noqa: BLE001 - the database may come back: try again
+                    outage.failed(exc)
+                    claimed = 0
                 if not claimed:
                     await wait_any(stopping, self.wake, self._settings.poll_interval)
                     self.wake.clear()
@@ -108,7 +114,10 @@ class WebhookSender:
         and handed back over and over."""
         per_target = self._settings.webhook_per_target
         held = {t: self._in_flight[t] + len(self._waiting.get(t, ())) for t in set(self._in_flight) | set(self._waiting)}
-        room = self._settings.webhook_max_in_flight - sum(held.values())
+        # Only requests in progress count against the total: rows waiting for a busy
+        # target's slots (at most `per_target` per target) must not take the room of
+        # targets that answer, or a few slow receivers would hold up everyone.
+        room = self._settings.webhook_max_in_flight - sum(self._in_flight.values())
         if room <= 0:
             return 0
         full = [t for t, n in held.items() if n >= 2 * per_target]

@@ -9,6 +9,7 @@
 Success: {"recipient_id": "PSID", "message_id": "m_..."}; for a sender action only
 {"recipient_id": "PSID"}. Errors: {"error": {"message", "type", "code",
 "error_subcode", "fbtrace_id"}}. A request without `access_token` gets Graph's 190.
+`Answer(hang=True)` never answers; `Answer(dribble=0.2)` answers a byte at a time.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Answer:
     body: dict[str, Any] | None = None
     delay: float = 0.0
     raw: bytes | None = None
+    # A provider that hangs: `hang` reads the request and never answers; `dribble` sends
+    # the status line and then one byte of body every `dribble` seconds. Both until the
+    # client leaves.
+    hang: bool = False
+    dribble: float = 0.0
 
 
 def ok() -> Answer:
@@ -64,6 +70,8 @@ class FakeGraph:
     answers: list[Answer] = field(default_factory=list)
     # Answers for one recipient id, before the shared queue: lets concurrent tests script apart.
     by_recipient: dict[str, list[Answer]] = field(default_factory=dict)
+    # When clients hung up on a `hang` or `dribble` answer.
+    abandoned: list[float] = field(default_factory=list)
     error = staticmethod(error)
 
     def __post_init__(self) -> None:
@@ -140,11 +148,29 @@ class FakeGraph:
             answer = error(100, message="Unknown path components", kind="OAuthException")
         else:
             answer = self._next(recipient)
+        if answer.hang or answer.dribble:
+            await self._stall(answer, receive, send)
+            return
         if answer.delay:
             await asyncio.sleep(answer.delay)
         payload = answer.raw if answer.raw is not None else orjson.dumps(answer.body if answer.body is not None else self._success(body))
         await send({"type": "http.response.start", "status": answer.status, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": payload})
+
+    async def _stall(self, answer: Answer, receive: Callable, send: Callable) -> None:
+        left = asyncio.ensure_future(receive())  # http.disconnect once the client is gone
+        try:
+            if answer.dribble:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000000")]})
+            while not left.done():
+                if answer.dribble:
+                    await send({"type": "http.response.body", "body": b" ", "more_body": True})
+                await asyncio.wait([left], timeout=answer.dribble or None)
+        finally:
+            left.cancel()
+        with self._lock:
+            self.abandoned.append(time.time())
 
     def __enter__(self) -> Self:
         self._server, self._thread = serving.start(self._app, self.port, "fake Graph API")
