@@ -31,7 +31,7 @@ from missive.api.openapi import openapi_document
 from missive.api.openapi_examples import EXAMPLES
 from tests.harness import Server, provisioned_server
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "reference"
 MAX_EXAMPLES = int(os.environ.get("MISSIVE_FUZZ_EXAMPLES", "12"))
 CHECKS = [not_a_server_error, response_schema_conformance]
 

@@ -1,6 +1,6 @@
 """Hypothesis properties: the beta → v1 translation, and the shapes of the webhooks we send.
 
-Webhook bodies are checked against the vendor's schemas in ../shared/reference where the
+Webhook bodies are checked against the vendor's schemas in tests/reference where the
 vendor defines the case, with the few amendments listed in `AMENDMENTS` (each a place
 where the 2020 draft contradicts itself or API.md deliberately differs); cases only
 API.md defines (locations, Viber user ids) are checked against API.md's wording.
@@ -24,7 +24,7 @@ from missive.schemas.beta import validate_beta
 from missive.schemas.v1 import validate_v1
 from missive.webhooks.payloads import inbound_payload, status_payload
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "reference"
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
