@@ -11,18 +11,14 @@ dispatcher that died free themselves, and binds across all processes never excee
 from __future__ import annotations
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.store.tables import bind_slots, dispatchers
-
-
-def _insert(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+from missive.store.upsert import insert
 
 
 async def heartbeat(conn: AsyncConnection, me: str, now: float, forget_before: float) -> None:
-    statement = _insert(conn)(dispatchers).values(id=me, seen_at=now)
+    statement = insert(conn, dispatchers).values(id=me, seen_at=now)
     await conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_={"seen_at": now}))
     await conn.execute(delete(dispatchers).where(dispatchers.c.seen_at < forget_before))
 
@@ -35,7 +31,7 @@ async def live_dispatchers(conn: AsyncConnection, since: float) -> int:
 async def hold(conn: AsyncConnection, me: str, link_id: str, slots: int, share: int, now: float, lease: float) -> int:
     """Hold up to `share` of the link's `slots`; how many this process now holds."""
     await conn.execute(
-        _insert(conn)(bind_slots).values([{"link_id": link_id, "slot": i, "holder": None, "until": 0.0} for i in range(slots)])
+        insert(conn, bind_slots).values([{"link_id": link_id, "slot": i, "holder": None, "until": 0.0} for i in range(slots)])
         .on_conflict_do_nothing()
     )
     await conn.execute(delete(bind_slots).where(bind_slots.c.link_id == link_id, bind_slots.c.slot >= slots))

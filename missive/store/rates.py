@@ -10,18 +10,17 @@ the same tokens.
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.store.tables import rate_buckets
+from missive.store.upsert import insert
 
 
 async def take(conn: AsyncConnection, key: str, rate: float, units: float, now: float) -> float:
     """Take `units` from `key`'s bucket at `rate` per second; the seconds to wait first."""
     capacity = max(1.0, rate)
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     await conn.execute(
-        dialect.insert(rate_buckets).values(key=key, tokens=capacity, stamp=now).on_conflict_do_nothing()
+        insert(conn, rate_buckets).values(key=key, tokens=capacity, stamp=now).on_conflict_do_nothing()
     )
     query = select(rate_buckets.c.tokens, rate_buckets.c.stamp).where(rate_buckets.c.key == key)
     if conn.dialect.name == "postgresql":
