@@ -14,7 +14,6 @@ import logging
 import os
 from typing import Any
 
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,7 +25,7 @@ from missive.api.errors import ERRORS, ProblemError, unauthorized
 from missive.api.responses import json_response
 from missive.api.services import services
 from missive.observability import metrics
-from missive.store.db import MIGRATIONS
+from missive.store.db import alembic_config
 
 log = logging.getLogger("missive.api")
 
@@ -37,9 +36,7 @@ READY_TIMEOUT = 5.0
 @functools.lru_cache(maxsize=1)
 def head_revisions() -> frozenset[str]:
     """The newest migration(s) this code ships."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return frozenset(ScriptDirectory.from_config(config).get_heads())
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def not_ready(detail: str) -> ProblemError:

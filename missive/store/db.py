@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from missive.config import Settings
 from missive.secrets_box import Keyring, attach
+from missive.store.locks import lock_name
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -76,20 +77,16 @@ def _engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def _alembic_config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def _upgrade(connection) -> None:  # type: ignore[no-untyped-def]
-    config = _alembic_config()
+    config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
-
-
-# Any constant shared by every Missive process: the key of the migration lock.
-_MIGRATION_LOCK = 0x4D495353
 
 
 async def migrate(engine: AsyncEngine) -> None:
@@ -100,7 +97,6 @@ async def migrate(engine: AsyncEngine) -> None:
     then find nothing to do. (SQLite's BEGIN IMMEDIATE already serialises them.)
     """
     async with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+        await lock_name(connection, "migrations")
         await connection.run_sync(_upgrade)
 

@@ -13,16 +13,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Select, delete, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Select, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive.channels.registry import secret_keys
 from missive.secrets_box import Keyring, keyring_of, open_config, seal_config, sealed_id
+from missive.store.locks import lock_name
 from missive.store.tables import channel_links
 
-# Writers of link configs hold this (shared) while they encrypt and write; a rotation
-# holds it exclusively, so no value is written with a key it has just retired.
-_KEY_LOCK = 0x4D534B59
+# Writers of link configs hold this lock shared while they encrypt and write; a rotation
+# holds it exclusively, so no value is written with a key it has just retired. (On SQLite
+# BEGIN IMMEDIATE already serialises writers.)
+_KEY_LOCK = "link-secrets-key"
 
 
 def _opened(keyring: Keyring, row: dict[str, Any]) -> dict[str, Any]:
@@ -33,13 +35,6 @@ def _opened(keyring: Keyring, row: dict[str, Any]) -> dict[str, Any]:
 def _sealed(keyring: Keyring, row: dict[str, Any]) -> dict[str, Any]:
     """The (plaintext) config of a row as it is stored: its secret values encrypted."""
     return seal_config(keyring, row["id"], row["config"], secret_keys(row["kind"]))
-
-
-async def _hold_key(conn: AsyncConnection, exclusive: bool = False) -> None:
-    """On PostgreSQL an advisory lock; SQLite's BEGIN IMMEDIATE already serialises writers."""
-    if conn.dialect.name == "postgresql":
-        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        await conn.execute(text(f"SELECT {function}({_KEY_LOCK})"))
 
 
 async def _read(engine: AsyncEngine, query: Select) -> list[dict[str, Any]]:
@@ -73,7 +68,7 @@ async def create_link(
         "created_at": time.time(),
     }
     async with engine.begin() as conn:
-        await _hold_key(conn)
+        await lock_name(conn, _KEY_LOCK, shared=True)
         await conn.execute(channel_links.insert().values(**{**row, "config": _sealed(keyring_of(engine), row)}))
     return row
 
@@ -115,7 +110,7 @@ async def update_link(
     keyring = keyring_of(engine)
     where = (channel_links.c.account_id == account_id, channel_links.c.id == link_id)
     async with engine.begin() as conn:
-        await _hold_key(conn)
+        await lock_name(conn, _KEY_LOCK, shared=True)
         found = (await conn.execute(select(channel_links).where(*where).with_for_update())).first()
         if found is None:
             return None
@@ -134,7 +129,7 @@ async def reseal_all(engine: AsyncEngine) -> dict[str, int]:
     keyring = keyring_of(engine)
     counts = {"links": 0, "values": 0, "from_plaintext": 0}
     async with engine.begin() as conn:
-        await _hold_key(conn, exclusive=True)
+        await lock_name(conn, _KEY_LOCK)
         rows = [dict(r._mapping) for r in await conn.execute(select(channel_links).with_for_update())]
         for row in rows:
             names = [n for n in secret_keys(row["kind"]) if isinstance((row["config"] or {}).get(n), str)]

@@ -28,6 +28,15 @@ def _key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+async def lock_name(conn: AsyncConnection, name: str, shared: bool = False) -> None:
+    """Hold one named lock until the transaction ends, exclusive or shared (PostgreSQL
+    only): the migrations at start, the key of the link secrets during a rotation."""
+    if conn.dialect.name != "postgresql":
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(text(f"SELECT {function}(:key)"), {"key": _key(name)})
+
+
 async def lock_names(conn: AsyncConnection, names: Iterable[str]) -> None:
     """Hold a lock on each name until the transaction ends (PostgreSQL only)."""
     if conn.dialect.name != "postgresql":
