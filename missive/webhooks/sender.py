@@ -102,6 +102,14 @@ class WebhookSender:
             await self._drain()
 
     async def _drain(self) -> None:
+        # Rows waiting here for a busy receiver would otherwise stay leased (not sent by
+        # anyone) until their lease ran out, long after a restart.
+        waiting = [row["id"] for rows in self._waiting.values() for row in rows]
+        self._waiting.clear()
+        try:
+            await self._hand_back(waiting)
+        except Exception as exc:  # noqa: BLE001 - their leases run out instead
+            log.warning("handing back %d waiting webhooks failed: %s", len(waiting), exc)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.shutdown_timeout)
         await self._results.stop()
@@ -138,10 +146,14 @@ class WebhookSender:
                 held[target] = held.get(target, 0) + 1
             else:
                 overflow.append(row["id"])
-        if overflow:
-            async with self._engine.begin() as conn:
-                await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id.in_(overflow)).values(claimed_until=None))
+        await self._hand_back(overflow)
         return len(rows) - len(overflow)
+
+    async def _hand_back(self, ids: list[Any]) -> None:
+        """End the lease of claimed rows this process will not send: claimable again now."""
+        if ids:
+            async with self._engine.begin() as conn:
+                await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id.in_(ids)).values(claimed_until=None))
 
     def _start(self, row: dict[str, Any]) -> None:
         self._in_flight[row["target"]] += 1
