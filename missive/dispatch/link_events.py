@@ -48,43 +48,69 @@ async def apply_link_events(
     await lock_names(conn, (f"{link.kind}:{ref}" for link, events in batch for e in events
                             if isinstance(e, Receipt) for ref in e.refs))
     changes: list[StatusChange] = []
+    receipts: dict[str, list[Receipt]] = {}
     for link, events in batch:
         for event in events:
             if isinstance(event, Receipt):
-                changes.extend(await receipt_changes(conn, link.kind, event, now))
+                receipts.setdefault(link.kind, []).append(event)
                 continue
             if isinstance(event, InboundPart):
                 event = await _reassemble(conn, link, event, now)
                 if event is None:
                     continue
             await _inbound(conn, targets, link, event, now)
+    for kind, group in receipts.items():
+        changes.extend(await receipt_changes(conn, kind, group, now))
     await record_statuses(conn, targets, changes, now)
 
 
 async def receipt_changes(
-    conn: AsyncConnection, kind: str, receipt: Receipt, now: float, keep_unmatched: bool = True
+    conn: AsyncConnection, kind: str, receipts: list[Receipt], now: float, keep_unmatched: bool = True
 ) -> list[StatusChange]:
-    rows = (
-        await conn.execute(
-            select(provider_refs.c.ref, provider_refs.c.message_uuid)
-            .where(provider_refs.c.kind == kind, provider_refs.c.ref.in_(receipt.refs))
-        )
-    ).all()
-    if not rows:
-        if keep_unmatched:
+    """The status changes of `receipts`, in order. Their references and the part counts
+    of their messages are read with one query each for the whole batch."""
+    wanted = {ref for receipt in receipts for ref in receipt.refs}
+    found = dict((await conn.execute(
+        select(provider_refs.c.ref, provider_refs.c.message_uuid)
+        .where(provider_refs.c.kind == kind, provider_refs.c.ref.in_(wanted))
+    )).tuples().all()) if wanted else {}
+    matched: list[tuple[Receipt, str, str]] = []
+    unmatched: list[dict[str, Any]] = []
+    for receipt in receipts:
+        # The way of writing the reference the receipt gives first wins.
+        ref = next((r for r in receipt.refs if r in found), None)
+        if ref is not None:
+            matched.append((receipt, ref, found[ref]))
+        elif keep_unmatched:
             log.warning("receipt for unknown reference %s (%s): kept until a message with it is recorded",
                         receipt.refs[0], receipt.status)
-            await conn.execute(unmatched_receipts.insert().values(
-                kind=kind, ref=receipt.refs[0], status=receipt.status, error_code=receipt.error_code,
-                error_reason=receipt.error_reason, created_at=now))
+            unmatched.append({"kind": kind, "ref": receipt.refs[0], "status": receipt.status,
+                              "error_code": receipt.error_code, "error_reason": receipt.error_reason, "created_at": now})
+    if unmatched:
+        await conn.execute(unmatched_receipts.insert(), unmatched)
+    if not matched:
         return []
-    ref, message_uuid = min(rows, key=lambda row: receipt.refs.index(row.ref))
-    change = StatusChange(message_uuid, receipt.status, now, smsc_id_of(ref), receipt.error_code, receipt.error_reason)
-    parts = (await conn.execute(
-        select(func.count()).select_from(provider_refs).where(provider_refs.c.message_uuid == message_uuid)
-    )).scalar_one()
-    if parts <= 1:
-        return [change]
+    parts = dict((await conn.execute(
+        select(provider_refs.c.message_uuid, func.count())
+        .where(provider_refs.c.message_uuid.in_({uuid for _, _, uuid in matched}))
+        .group_by(provider_refs.c.message_uuid)
+    )).tuples().all())
+    changes: list[StatusChange] = []
+    for receipt, ref, message_uuid in matched:
+        change = StatusChange(message_uuid, receipt.status, now, smsc_id_of(ref), receipt.error_code, receipt.error_reason)
+        if parts.get(message_uuid, 0) <= 1:
+            changes.append(change)
+        else:
+            changes.extend(await _part_receipt(conn, kind, ref, message_uuid, parts[message_uuid], receipt, change, now))
+    return changes
+
+
+async def _part_receipt(
+    conn: AsyncConnection, kind: str, ref: str, message_uuid: str, parts: int, receipt: Receipt,
+    change: StatusChange, now: float,
+) -> list[StatusChange]:
+    """A receipt for one part of a multipart SMS: the message's change once all its parts
+    are delivered (or at the first part that is not)."""
     # Receipts of two parts may be counted by two processes at once: one at a time.
     await lock_names(conn, [f"message:{message_uuid}"])
     seen = (await conn.execute(
@@ -115,9 +141,9 @@ async def rematch(conn: AsyncConnection, targets: WebhookTargets, refs: list[tup
             select(unmatched_receipts).where(unmatched_receipts.c.kind == kind, unmatched_receipts.c.ref.in_(forms))
             .order_by(unmatched_receipts.c.id)
         )).all()
-        for row in kept:
-            receipt = Receipt(ref_forms(row.ref), row.status, row.error_code, row.error_reason)
-            changes.extend(await receipt_changes(conn, kind, receipt, now, keep_unmatched=False))
+        if kept:
+            receipts = [Receipt(ref_forms(row.ref), row.status, row.error_code, row.error_reason) for row in kept]
+            changes.extend(await receipt_changes(conn, kind, receipts, now, keep_unmatched=False))
         if kept:
             await conn.execute(delete(unmatched_receipts).where(unmatched_receipts.c.id.in_([r.id for r in kept])))
     if changes:
