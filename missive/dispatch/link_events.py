@@ -90,7 +90,7 @@ async def receipt_changes(
         await conn.execute(unmatched_receipts.insert(), unmatched)
     if not matched:
         return []
-    parts = dict((await conn.execute(
+    parts: dict[str, int] = dict((await conn.execute(
         select(provider_refs.c.message_uuid, func.count())
         .where(provider_refs.c.message_uuid.in_({uuid for _, _, uuid in matched}))
         .group_by(provider_refs.c.message_uuid)

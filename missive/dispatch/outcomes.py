@@ -3,7 +3,8 @@ transaction, statement by statement (executemany), not message by message."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,9 +35,12 @@ class Outcome:
 
 @dataclass
 class OutcomeWriter:
-    targets: WebhookTargets = field(default_factory=WebhookTargets)
+    # The webhook targets of one transaction (see WebhookTargets.leasing).
+    targets: Callable[[], WebhookTargets] = WebhookTargets
 
-    async def commit(self, conn: AsyncConnection, outcomes: list[Outcome]) -> None:
+    async def commit(self, conn: AsyncConnection, outcomes: list[Outcome]) -> WebhookTargets:
+        """Write a batch of outcomes; the webhook targets view its webhooks went through."""
+        targets = self.targets()
         done = [o for o in outcomes if o.retry_at is None]
         sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
         # Before anything else: a receipt of these references being stored by another
@@ -84,7 +88,8 @@ class OutcomeWriter:
         if timer_rows:
             await conn.execute(timers.insert(), timer_rows)
         now = max((o.at for o in outcomes), default=0.0)
-        await record_statuses(conn, self.targets, [o.change for o in done if o.change is not None] + at_once, now)
+        await record_statuses(conn, targets, [o.change for o in done if o.change is not None] + at_once, now)
         if sms_refs:
             # Receipts that overtook their submit_sm_resp are applied now, after `submitted`.
-            await rematch(conn, self.targets, sms_refs, now)
+            await rematch(conn, targets, sms_refs, now)
+        return targets

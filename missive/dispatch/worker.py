@@ -45,6 +45,7 @@ from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher
 from missive.waiting import Outage, wait_any
+from missive.webhooks.outbox import WebhookTargets
 from missive.webhooks.sender import WebhookSender
 from missive.workflows import engine as workflows
 
@@ -74,14 +75,15 @@ class Dispatcher:
         self._limiter = RateLimiter(self._reserve)
         self.sessions = SessionKeeper(engine, settings, self._channels, clock)
         self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
-        self._writer = OutcomeWriter()
-        self._results: Batcher[Outcome] = Batcher(engine, self._writer.commit, name="dispatch-results")
+        self.webhooks = WebhookSender(engine, settings, clock)
+        self._targets = WebhookTargets(clock)
+        self._writer = OutcomeWriter(self._leasing)
+        self._results: Batcher[Outcome] = Batcher(
+            engine, self._writer.commit, name="dispatch-results", on_committed=self.webhooks.adopt)
         # What SMPP sessions push (receipts, inbound SMS), many per transaction; each is
         # acknowledged to the SMSC once its batch has committed.
         self._pushed: Batcher[tuple[ChannelLink, list[Any]]] = Batcher(
-            engine, lambda conn, batch: apply_link_events(conn, self._writer.targets, batch, self._clock()),
-            name="link-events")
-        self.webhooks = WebhookSender(engine, settings, clock)
+            engine, self._apply_link_events, name="link-events", on_committed=self.webhooks.adopt)
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,11 +107,23 @@ class Dispatcher:
         await asyncio.wait(self._loops, timeout=self._settings.shutdown_timeout + 1)
         await self._results.stop()
         await self._pushed.stop()
+        await self.webhooks.release_late()
         for channel in self._channels.values():
             await channel.close()
 
     def notify(self) -> None:
         self.wake.set()
+
+    def _leasing(self) -> WebhookTargets:
+        """Webhook targets for one transaction of this dispatcher: the webhooks it writes
+        go straight to this process's sender once committed (no claim), while the
+        sender has room for them."""
+        return self._targets.leasing(self._clock() + self._settings.lease_seconds, self.webhooks.admits)
+
+    async def _apply_link_events(self, conn: AsyncConnection, batch: list[tuple[ChannelLink, list[Any]]]) -> WebhookTargets:
+        targets = self._leasing()
+        await apply_link_events(conn, targets, batch, self._clock())
+        return targets
 
     # -- outbox ---------------------------------------------------------------------
 
@@ -156,8 +170,6 @@ class Dispatcher:
             await self._results.submit(outcome)
         except Exception as exc:  # noqa: BLE001 - the lease runs out and the send is retried
             log.warning("message %s: result not recorded: %s", message["uuid"], describe(exc))
-            return
-        self.webhooks.wake.set()
 
     async def _attempt(self, message: dict[str, Any], attempt: int) -> Outcome:
         uuid = message["uuid"]
@@ -239,7 +251,6 @@ class Dispatcher:
 
     async def _link_events(self, link: ChannelLink, events: list[Any]) -> None:
         await self._pushed.submit((link, events))
-        self.webhooks.wake.set()
 
     # -- timers -----------------------------------------------------------------------
 
@@ -264,15 +275,16 @@ class Dispatcher:
         # What the timers do and their removal commit together: a crash cannot fire a
         # timer twice, nor fail a workflow step over twice. They act in due order, so
         # that a status due before an expiry counts for the workflow.
+        targets = self._leasing()
         async with self._engine.begin() as conn:
             for kind, group in itertools.groupby(rows, key=lambda r: r["kind"]):
                 if kind == "workflow":
                     for row in group:
-                        await workflows.on_expiry(conn, self._writer.targets, row, self._clock())
+                        await workflows.on_expiry(conn, targets, row, self._clock())
                 else:
-                    await record_statuses(conn, self._writer.targets, [_promised(r) for r in group], self._clock())
+                    await record_statuses(conn, targets, [_promised(r) for r in group], self._clock())
             await conn.execute(delete(timers).where(timers.c.id.in_([r["id"] for r in rows])))
-        self.webhooks.wake.set()
+        self.webhooks.adopt(targets)
         return len(rows)
 
 

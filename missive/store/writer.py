@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 from sqlalchemy import JSON, Table
@@ -40,12 +40,15 @@ class Batcher(Generic[T]):
     def __init__(
         self,
         engine: AsyncEngine,
-        commit: Callable[[AsyncConnection, list[T]], Awaitable[None]],
+        commit: Callable[[AsyncConnection, list[T]], Awaitable[Any]],
         batch_max: int = 512,
         name: str = "batcher",
+        on_committed: Callable[[Any], None] | None = None,
     ) -> None:
         self._engine = engine
         self._commit = commit
+        # Called with what `commit` returned, once its transaction has committed.
+        self._on_committed = on_committed
         self._batch_max = batch_max
         self._name = name
         self._queue: asyncio.Queue[_Pending[T]] = asyncio.Queue()
@@ -80,13 +83,18 @@ class Batcher(Generic[T]):
                 batch.append(self._queue.get_nowait())
             try:
                 async with self._engine.begin() as conn:
-                    await self._commit(conn, [pending.item for pending in batch])
+                    committed = await self._commit(conn, [pending.item for pending in batch])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 log.warning("%s: commit of %d items failed: %s", self._name, len(batch), describe(exc))
                 for pending in batch:
                     if not pending.done.done():
                         pending.done.set_exception(exc)
                 continue
+            if self._on_committed is not None:
+                try:
+                    self._on_committed(committed)
+                except Exception:  # the work is committed: its callers' answer stands
+                    log.exception("%s: after the commit", self._name)
             for pending in batch:
                 if not pending.done.done():
                     pending.done.set_result(None)

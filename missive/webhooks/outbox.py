@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +23,39 @@ from missive.webhooks.payloads import inbound_payload, status_payload, workflow_
 
 
 class WebhookTargets:
-    """Webhook URLs of applications and accounts, cached for a few seconds."""
+    """Webhook URLs of applications and accounts, cached for a few seconds.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    A view made by `leasing` for one transaction also writes the new webhook rows
+    already leased to this process (those its sender `admits`) and keeps them in
+    `leased`, for the sender to start once the transaction has committed: the webhooks a
+    dispatcher's own results make need no claim. The others are left for the claims.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, cache: TTLCache | None = None) -> None:
         self._clock = clock
-        self._cache = TTLCache(clock)
+        self._cache = cache or TTLCache(clock)
+        self._lease: tuple[float, Callable[[str, int], bool]] | None = None
+        self.leased: list[dict[str, Any]] = []
+        self.unleased = 0
+        self._per_target: Counter[str] = Counter()
+
+    def leasing(self, until: float, admits: Callable[[str, int], bool]) -> WebhookTargets:
+        """A view sharing this cache whose rows are leased until `until` when
+        `admits(target, rows of that target already leased in this view)`."""
+        view = WebhookTargets(self._clock, self._cache)
+        view._lease = (until, admits)
+        return view
+
+    def _stamp(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if self._lease is not None:
+                until, admits = self._lease
+                if admits(row["target"], self._per_target[row["target"]]):
+                    row["claimed_until"] = until
+                    self.leased.append(row)
+                    self._per_target[row["target"]] += 1
+                    continue
+            self.unleased += 1
 
     async def _load(self, conn: AsyncConnection, table: Any, ident: str) -> dict[str, Any] | None:
         key = (table.name, ident)
@@ -91,6 +120,7 @@ async def enqueue_status_webhooks(
         body = status_payload(message, change.status, change.at, change.error_code, change.error_reason)
         rows.append(_row("status", message["account_id"], message["application_id"], message["uuid"], url, method, body, now))
     if rows:
+        targets._stamp(rows)
         await conn.execute(webhook_outbox.insert(), rows)
     return len(rows)
 
@@ -101,10 +131,9 @@ async def enqueue_inbound_webhook(conn: AsyncConnection, targets: WebhookTargets
         return False
     url, method = urls["inbound"]
     body = inbound_payload(inbound, urls["version"])
-    await conn.execute(
-        webhook_outbox.insert(),
-        [_row("inbound", inbound["account_id"], inbound["application_id"], inbound["uuid"], url, method, body, now)],
-    )
+    rows = [_row("inbound", inbound["account_id"], inbound["application_id"], inbound["uuid"], url, method, body, now)]
+    targets._stamp(rows)
+    await conn.execute(webhook_outbox.insert(), rows)
     return True
 
 
@@ -121,8 +150,7 @@ async def enqueue_workflow_report(
         found = (first, "POST")
     url, method = found
     body = workflow_report_payload(workflow, statuses, now)
-    await conn.execute(
-        webhook_outbox.insert(),
-        [_row("workflow", workflow["account_id"], workflow["application_id"], workflow["id"], url, method, body, now)],
-    )
+    rows = [_row("workflow", workflow["account_id"], workflow["application_id"], workflow["id"], url, method, body, now)]
+    targets._stamp(rows)
+    await conn.execute(webhook_outbox.insert(), rows)
     return True

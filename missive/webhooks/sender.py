@@ -35,6 +35,7 @@ from missive.store.writer import Batcher
 from missive.url_guard import AddressGuard, RefusedAddress, guarded_session
 from missive.url_safety import policy_for
 from missive.waiting import Outage, wait_any
+from missive.webhooks.outbox import WebhookTargets
 from missive.webhooks.signing import sign
 
 log = logging.getLogger("missive.webhooks")
@@ -78,12 +79,15 @@ class WebhookSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._secrets = TTLCache(clock, ttl=30.0)
         self._guard = AddressGuard(policy_for(settings))
+        self._running = False
+        self._late: list[str] = []
         self.wake = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
         # `total` covers connecting, sending, the answer and reading its body.
         self._client = guarded_session(self._guard, self._settings.webhook_timeout, self._settings.webhook_max_in_flight)
         self._results.start()
+        self._running = True
         try:
             outage = Outage(log, "claiming webhooks")
             while not stopping.is_set():
@@ -102,6 +106,7 @@ class WebhookSender:
             await self._drain()
 
     async def _drain(self) -> None:
+        self._running = False
         # Rows waiting here for a busy receiver would otherwise stay leased (not sent by
         # anyone) until their lease ran out, long after a restart.
         waiting = [row["id"] for rows in self._waiting.values() for row in rows]
@@ -154,6 +159,38 @@ class WebhookSender:
         if ids:
             async with self._engine.begin() as conn:
                 await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id.in_(ids)).values(claimed_until=None))
+
+    def admits(self, target: str, pending: int) -> bool:
+        """Whether a new webhook row for `target` may be written leased to this process
+        (`pending` more of its rows are on their way from the same transaction): while
+        its receiver's slots and one round of waiting rows are not all taken."""
+        held = self._in_flight[target] + len(self._waiting.get(target, ())) + pending
+        return self._running and held < 2 * self._settings.webhook_per_target
+
+    def adopt(self, committed: WebhookTargets) -> None:
+        """Start (or queue for their receiver's slots) the rows a committed transaction
+        wrote leased to this process; wake the claims for the others."""
+        if not self._running:
+            # Stopped meanwhile: handed back by `release_late`, not left leased.
+            self._late.extend(row["id"] for row in committed.leased)
+            committed.leased = []
+        for row in committed.leased:
+            target = row["target"]
+            if self._in_flight[target] < self._settings.webhook_per_target:
+                self._start(row)
+            else:
+                self._waiting.setdefault(target, deque()).append(row)
+        if committed.unleased:
+            self.wake.set()
+
+    async def release_late(self) -> None:
+        """Hand back rows adopted after the sender stopped (results committed during the
+        shutdown), so that they go out at once after a restart."""
+        late, self._late = self._late, []
+        try:
+            await self._hand_back(late)
+        except Exception as exc:  # noqa: BLE001 - their leases run out instead
+            log.warning("handing back %d webhooks failed: %s", len(late), exc)
 
     def _start(self, row: dict[str, Any]) -> None:
         self._in_flight[row["target"]] += 1
