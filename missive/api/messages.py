@@ -36,6 +36,7 @@ from missive.store.messages import (
     new_message_rows,
 )
 from missive.store.tables import messages as messages_table
+from missive.store.tables import outbox
 from missive.store.workflows import new_workflow_rows
 from missive.store.writer import Rows
 from missive.url_safety import policy_for
@@ -52,18 +53,34 @@ log = logging.getLogger("missive.api")
 async def store_accepted(svc: Services, rows: Rows) -> None:
     """Commit what accepting a request writes. The 202 comes only after that commit; when
     it fails the group's transaction left nothing, and the answer is a 507 (storage full)
-    or a 503 (anything else: nothing accepted, retry)."""
+    or a 503 (anything else: nothing accepted, retry).
+
+    A single message accepted by a process whose dispatcher has room is written already
+    leased to it, and sent from here once committed: no claim."""
+    lease = None
+    dispatcher = svc.dispatcher
+    if dispatcher is not None and len(rows.get(outbox, ())) == 1 and len(rows.get(messages_table, ())) == 1:
+        lease = dispatcher.reserve()
+        if lease is not None:
+            rows[outbox][0]["claimed_until"] = lease
+    committed = False
     try:
         await svc.writer.write(rows)
+        committed = True
     except Exception as exc:
         fault = database_fault(exc, "accept", NOT_STORED_FULL, NOT_STORED)
         if fault is None:
             log.error("nothing accepted: the commit failed [instance %s]", context.trace_id_or_new(), exc_info=exc)
             fault = unavailable(NOT_STORED)
         raise fault from None
+    finally:
+        if lease is not None and not committed:
+            dispatcher.adopt(None)  # type: ignore[union-attr]
     metrics.accepted(rows.get(messages_table, ()))
-    if svc.dispatcher is not None:
-        svc.dispatcher.notify()
+    if lease is not None:
+        dispatcher.adopt(rows[messages_table][0])  # type: ignore[union-attr]
+    elif dispatcher is not None:
+        dispatcher.notify()
 
 
 async def _accept(request: Request, validate) -> Response:  # type: ignore[no-untyped-def]

@@ -88,6 +88,9 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        # Messages being accepted in this process that it will send without a claim.
+        self._reserved = 0
+        self._late: list[str] = []
 
     def start(self) -> None:
         self._results.start()
@@ -108,11 +111,40 @@ class Dispatcher:
         await self._results.stop()
         await self._pushed.stop()
         await self.webhooks.release_late()
+        await self._release_late()
         for channel in self._channels.values():
             await channel.close()
 
     def notify(self) -> None:
         self.wake.set()
+
+    # -- messages accepted in this process: sent at once, no claim ---------------------
+
+    def reserve(self) -> float | None:
+        """Room to send a message this process is accepting as soon as it is committed:
+        the lease its outbox row is written with, or None (the row is left for claims)."""
+        if not self._loops or self._stopping.is_set():
+            return None
+        if len(self._tasks) + self._reserved >= self._settings.dispatch_max_in_flight:
+            return None
+        self._reserved += 1
+        return self._clock() + self._settings.lease_seconds
+
+    def adopt(self, message: dict[str, Any] | None) -> None:
+        """Send a reserved message whose rows have committed (None: they did not)."""
+        self._reserved -= 1
+        if message is None:
+            return
+        if self._stopping.is_set():
+            # Not sent here: handed back in `stop`, rather than leased past a restart.
+            self._late.append(message["uuid"])
+            return
+        self._start_send(message, 1)
+
+    def _start_send(self, message: dict[str, Any], attempt: int) -> None:
+        task = asyncio.create_task(self._send(message, attempt))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _leasing(self) -> WebhookTargets:
         """Webhook targets for one transaction of this dispatcher: the webhooks it writes
@@ -144,8 +176,17 @@ class Dispatcher:
                 # in batches rather than one transaction per accepted message.
                 await asyncio.sleep(self._settings.claim_linger)
 
+    async def _release_late(self) -> None:
+        late, self._late = self._late, []
+        if late:
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(update(outbox).where(outbox.c.message_uuid.in_(late)).values(claimed_until=None))
+            except Exception as exc:  # noqa: BLE001 - their leases run out instead
+                log.warning("handing back %d accepted messages failed: %s", len(late), describe(exc))
+
     async def _claim_outbox(self) -> int:
-        room = self._settings.dispatch_max_in_flight - len(self._tasks)
+        room = self._settings.dispatch_max_in_flight - len(self._tasks) - self._reserved
         if room <= 0:
             await asyncio.sleep(0.01)
             return 0
@@ -155,11 +196,8 @@ class Dispatcher:
             found = await _messages(conn, [r["message_uuid"] for r in rows])
         for row in rows:
             message = found.get(row["message_uuid"])
-            if message is None:
-                continue
-            task = asyncio.create_task(self._send(message, row["attempts"] + 1))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if message is not None:
+                self._start_send(message, row["attempts"] + 1)
         return len(rows)
 
     async def _send(self, message: dict[str, Any], attempt: int) -> None:
