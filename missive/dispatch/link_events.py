@@ -45,8 +45,7 @@ async def apply_link_events(
     conn: AsyncConnection, targets: WebhookTargets, batch: list[tuple[ChannelLink, list[Any]]], now: float
 ) -> None:
     """Store a batch of what links pushed, in the caller's transaction."""
-    await lock_names(conn, (f"{link.kind}:{ref}" for link, events in batch for e in events
-                            if isinstance(e, Receipt) for ref in e.refs))
+    await lock_names(conn, event_lock_names(batch))
     changes: list[StatusChange] = []
     receipts: dict[str, list[Receipt]] = {}
     for link, events in batch:
@@ -62,6 +61,11 @@ async def apply_link_events(
     for kind, group in receipts.items():
         changes.extend(await receipt_changes(conn, kind, group, now))
     await record_statuses(conn, targets, changes, now)
+
+
+def event_lock_names(batch: list[tuple[ChannelLink, list[Any]]]) -> list[str]:
+    """The names `apply_link_events` locks: the references its receipts name."""
+    return [f"{link.kind}:{ref}" for link, events in batch for e in events if isinstance(e, Receipt) for ref in e.refs]
 
 
 async def receipt_changes(

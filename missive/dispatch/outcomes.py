@@ -3,7 +3,6 @@ transaction, statement by statement (executemany), not message by message."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, update
@@ -33,63 +32,62 @@ class Outcome:
     error: str | None = None
 
 
-@dataclass
-class OutcomeWriter:
-    # The webhook targets of one transaction (see WebhookTargets.leasing).
-    targets: Callable[[], WebhookTargets] = WebhookTargets
+def lock_names_of(outcomes: list[Outcome]) -> list[str]:
+    """The names `write_outcomes` locks: the forms of the SMSC references it records."""
+    return [f"{kind}:{form}" for o in outcomes if o.retry_at is None
+            for kind, ref in o.refs if kind == "sms" for form in ref_forms(ref)]
 
-    async def commit(self, conn: AsyncConnection, outcomes: list[Outcome]) -> WebhookTargets:
-        """Write a batch of outcomes; the webhook targets view its webhooks went through."""
-        targets = self.targets()
-        done = [o for o in outcomes if o.retry_at is None]
-        sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
-        # Before anything else: a receipt of these references being stored by another
-        # process at this moment is then either seen below or sees these references.
-        await lock_names(conn, (f"{kind}:{form}" for kind, ref in sms_refs for form in ref_forms(ref)))
-        retries = [o for o in outcomes if o.retry_at is not None]
-        if done:
-            await conn.execute(delete(outbox).where(outbox.c.message_uuid.in_([o.message_uuid for o in done])))
-        if retries:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.message_uuid == bindparam("key"))
-                .values(due_at=bindparam("due"), attempts=bindparam("tries"), last_error=bindparam("err"), claimed_until=None),
-                [{"key": o.message_uuid, "due": o.retry_at, "tries": o.attempts, "err": o.error} for o in retries],
-            )
-        # A follow-up due at once (a provider that answers `delivered` with the send) is
-        # recorded now, after `submitted`, rather than through a timer.
-        at_once = [
-            StatusChange(o.message_uuid, f.status, o.at, o.change.provider_ref if o.change else None,
-                         f.error_code, f.error_reason)
-            for o in done
-            for f in o.follow_ups
-            if f.after <= 0
-        ]
-        timer_rows = [
-            {
-                "kind": "status",
-                "message_uuid": o.message_uuid,
-                "due_at": o.at + f.after,
-                "payload": {"status": f.status, "error_code": f.error_code, "error_reason": f.error_reason,
-                            "provider_ref": o.change.provider_ref if o.change else None},
-                "claimed_until": None,
-            }
-            for o in done
-            for f in o.follow_ups
-            if f.after > 0
-        ]
-        ref_rows = [
-            {"kind": kind, "ref": ref, "message_uuid": o.message_uuid, "created_at": o.at}
-            for o in done
-            for kind, ref in o.refs
-        ]
-        if ref_rows:
-            await conn.execute(provider_refs.insert(), ref_rows)
-        if timer_rows:
-            await conn.execute(timers.insert(), timer_rows)
-        now = max((o.at for o in outcomes), default=0.0)
-        await record_statuses(conn, targets, [o.change for o in done if o.change is not None] + at_once, now)
-        if sms_refs:
-            # Receipts that overtook their submit_sm_resp are applied now, after `submitted`.
-            await rematch(conn, targets, sms_refs, now)
-        return targets
+
+async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcomes: list[Outcome]) -> None:
+    """Write a batch of outcomes; their webhooks go through `targets`."""
+    done = [o for o in outcomes if o.retry_at is None]
+    sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
+    # Before anything else: a receipt of these references being stored by another
+    # process at this moment is then either seen below or sees these references.
+    await lock_names(conn, lock_names_of(outcomes))
+    retries = [o for o in outcomes if o.retry_at is not None]
+    if done:
+        await conn.execute(delete(outbox).where(outbox.c.message_uuid.in_([o.message_uuid for o in done])))
+    if retries:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.message_uuid == bindparam("key"))
+            .values(due_at=bindparam("due"), attempts=bindparam("tries"), last_error=bindparam("err"), claimed_until=None),
+            [{"key": o.message_uuid, "due": o.retry_at, "tries": o.attempts, "err": o.error} for o in retries],
+        )
+    # A follow-up due at once (a provider that answers `delivered` with the send) is
+    # recorded now, after `submitted`, rather than through a timer.
+    at_once = [
+        StatusChange(o.message_uuid, f.status, o.at, o.change.provider_ref if o.change else None,
+                     f.error_code, f.error_reason)
+        for o in done
+        for f in o.follow_ups
+        if f.after <= 0
+    ]
+    timer_rows = [
+        {
+            "kind": "status",
+            "message_uuid": o.message_uuid,
+            "due_at": o.at + f.after,
+            "payload": {"status": f.status, "error_code": f.error_code, "error_reason": f.error_reason,
+                        "provider_ref": o.change.provider_ref if o.change else None},
+            "claimed_until": None,
+        }
+        for o in done
+        for f in o.follow_ups
+        if f.after > 0
+    ]
+    ref_rows = [
+        {"kind": kind, "ref": ref, "message_uuid": o.message_uuid, "created_at": o.at}
+        for o in done
+        for kind, ref in o.refs
+    ]
+    if ref_rows:
+        await conn.execute(provider_refs.insert(), ref_rows)
+    if timer_rows:
+        await conn.execute(timers.insert(), timer_rows)
+    now = max((o.at for o in outcomes), default=0.0)
+    await record_statuses(conn, targets, [o.change for o in done if o.change is not None] + at_once, now)
+    if sms_refs:
+        # Receipts that overtook their submit_sm_resp are applied now, after `submitted`.
+        await rematch(conn, targets, sms_refs, now)

@@ -29,8 +29,8 @@ from missive.channels.base import (
 from missive.channels.registry import build_channels
 from missive.config import Settings
 from missive.dispatch import viber_rules
-from missive.dispatch.link_events import apply_link_events
-from missive.dispatch.outcomes import Outcome, OutcomeWriter
+from missive.dispatch.link_events import apply_link_events, event_lock_names
+from missive.dispatch.outcomes import Outcome, lock_names_of, write_outcomes
 from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.recording import record_statuses
 from missive.dispatch.retry import RetryPolicy
@@ -41,6 +41,7 @@ from missive.sms.gsm import count_parts
 from missive.store import rates
 from missive.store.claims import claim_due
 from missive.store.faults import classify, describe
+from missive.store.locks import lock_names
 from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher
@@ -50,6 +51,9 @@ from missive.webhooks.sender import WebhookSender
 from missive.workflows import engine as workflows
 
 log = logging.getLogger("missive.dispatch")
+
+# What a link's own connections pushed (receipts, inbound messages), to be stored.
+Pushed = tuple[ChannelLink, list[Any]]
 
 CLAIM_BATCH = 256
 # How long a message another dispatcher must send waits before it is claimable again.
@@ -77,13 +81,12 @@ class Dispatcher:
         self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
         self.webhooks = WebhookSender(engine, settings, clock)
         self._targets = WebhookTargets(clock)
-        self._writer = OutcomeWriter(self._leasing)
-        self._results: Batcher[Outcome] = Batcher(
-            engine, self._writer.commit, name="dispatch-results", on_committed=self.webhooks.adopt)
-        # What SMPP sessions push (receipts, inbound SMS), many per transaction; each is
-        # acknowledged to the SMSC once its batch has committed.
-        self._pushed: Batcher[tuple[ChannelLink, list[Any]]] = Batcher(
-            engine, self._apply_link_events, name="link-events", on_committed=self.webhooks.adopt)
+        # Send results, and what SMPP sessions push (receipts, inbound SMS), many per
+        # transaction; a pushed PDU is acknowledged to the SMSC once its batch has
+        # committed. Both in one queue: a receipt that follows its submit_sm_resp then
+        # lands in the same transaction as the send result, or a later one, and finds it.
+        self._results: Batcher[Outcome | Pushed] = Batcher(
+            engine, self._commit, name="dispatch-results", on_committed=self.webhooks.adopt)
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,7 +97,6 @@ class Dispatcher:
 
     def start(self) -> None:
         self._results.start()
-        self._pushed.start()
         self._loops = [
             asyncio.create_task(self._outbox_loop(), name="missive-outbox"),
             asyncio.create_task(self._timer_loop(), name="missive-timers"),
@@ -109,7 +111,6 @@ class Dispatcher:
             await asyncio.wait(self._tasks, timeout=self._settings.shutdown_timeout)
         await asyncio.wait(self._loops, timeout=self._settings.shutdown_timeout + 1)
         await self._results.stop()
-        await self._pushed.stop()
         await self.webhooks.release_late()
         await self._release_late()
         for channel in self._channels.values():
@@ -152,9 +153,17 @@ class Dispatcher:
         sender has room for them."""
         return self._targets.leasing(self._clock() + self._settings.lease_seconds, self.webhooks.admits)
 
-    async def _apply_link_events(self, conn: AsyncConnection, batch: list[tuple[ChannelLink, list[Any]]]) -> WebhookTargets:
+    async def _commit(self, conn: AsyncConnection, items: list[Outcome | Pushed]) -> WebhookTargets:
+        """Send results first, then what links pushed, in one transaction; the locks of
+        both taken together, in one sorted statement."""
         targets = self._leasing()
-        await apply_link_events(conn, targets, batch, self._clock())
+        outcomes = [item for item in items if isinstance(item, Outcome)]
+        pushed = [item for item in items if not isinstance(item, Outcome)]
+        await lock_names(conn, lock_names_of(outcomes) + event_lock_names(pushed))
+        if outcomes:
+            await write_outcomes(conn, targets, outcomes)
+        if pushed:
+            await apply_link_events(conn, targets, pushed, self._clock())
         return targets
 
     # -- outbox ---------------------------------------------------------------------
@@ -288,7 +297,7 @@ class Dispatcher:
     # -- channels with their own connections (SMPP) ----------------------------------
 
     async def _link_events(self, link: ChannelLink, events: list[Any]) -> None:
-        await self._pushed.submit((link, events))
+        await self._results.submit((link, events))
 
     # -- timers -----------------------------------------------------------------------
 
