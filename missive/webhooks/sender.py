@@ -7,7 +7,7 @@ slow receiver fills only its own slots and never holds up the others.
 Every attempt goes only where the outbound URL policy allows (missive/url_guard.py);
 a refused URL is a failed attempt, with the reason, retried like any other. Redirects are
 not followed: a 3xx is a failed attempt. Of the answer only the status counts; at most
-BODY_LIMIT bytes of the body are read (so that the connection can be reused), and the
+`http_client.BODY_LIMIT` bytes of the body are read (so that the connection can be reused), and the
 whole attempt takes at most `webhook_timeout` seconds.
 """
 
@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,16 +31,14 @@ from missive.observability import metrics
 from missive.store.claims import claim_due
 from missive.store.tables import accounts, webhook_attempts, webhook_outbox
 from missive.store.writer import Batcher
-from missive.url_guard import AddressGuard, RefusedAddress, guarded_session
+from missive.url_guard import AddressGuard, RefusedAddress
 from missive.url_safety import policy_for
 from missive.waiting import Outage, wait_any
+from missive.webhooks.http_client import HttpError, WebhookClient
 from missive.webhooks.outbox import WebhookTargets
 from missive.webhooks.signing import sign
 
 log = logging.getLogger("missive.webhooks")
-
-# The most of a receiver's answer body read; a longer body is dropped with its connection.
-BODY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,9 +66,7 @@ class WebhookSender:
         self._engine = engine
         self._settings = settings
         self._clock = clock
-        # aiohttp, not httpx, for webhooks: measured here, httpx's connection pool spent
-        # most of the dispatcher's CPU at a few hundred requests a second.
-        self._client: aiohttp.ClientSession | None = None
+        self._client: WebhookClient | None = None
         self._results: Batcher[Attempt] = Batcher(engine, self._record, name="webhook-results")
         self._in_flight: Counter[str] = Counter()
         # Leased rows of targets at their bound, started as their slots free up.
@@ -85,7 +80,7 @@ class WebhookSender:
 
     async def run(self, stopping: asyncio.Event) -> None:
         # `total` covers connecting, sending, the answer and reading its body.
-        self._client = guarded_session(self._guard, self._settings.webhook_timeout, self._settings.webhook_max_in_flight)
+        self._client = WebhookClient(self._guard, self._settings.webhook_timeout, self._settings.webhook_max_in_flight)
         self._results.start()
         self._running = True
         try:
@@ -226,12 +221,11 @@ class WebhookSender:
                 error = f"refused: {refused}"
             else:
                 status_code, error = await self._post(row)
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, RefusedAddress):
-                error = f"refused: {exc.os_error}"
-            else:
-                error = f"{type(exc).__name__}: {exc}"[:500]
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except RefusedAddress as exc:
+            error = f"refused: {exc}"
+        except TimeoutError:
+            error = f"TimeoutError: no answer within {self._settings.webhook_timeout:g} s"
+        except (HttpError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         except Exception as exc:  # noqa: BLE001 - recorded on the row, retried
             log.warning("webhook %s: %s", row["id"], exc)
@@ -253,24 +247,13 @@ class WebhookSender:
         api_key, secret = await self._signing(row["account_id"])
         token = sign(body, secret, api_key, row["application_id"])
         assert self._client is not None
-        async with self._client.post(
-            row["url"],
-            data=body,
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}", "User-Agent": "Missive"},
-            allow_redirects=False,
-        ) as response:
-            # The status is the answer. Read what is left of the body up to BODY_LIMIT
-            # within the same deadline; a longer or slower body only costs the connection.
-            left = BODY_LIMIT
-            try:
-                while left > 0 and (chunk := await response.content.read(left)):
-                    left -= len(chunk)
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-            if 300 <= response.status < 400:
-                location = response.headers.get("Location", "")[:200]
-                return response.status, f"HTTP {response.status}: redirects are not followed (Location: {location})"
-            return response.status, None
+        answer = await self._client.post(
+            row["url"], body,
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}", "User-Agent": "Missive"},
+        )
+        if 300 <= answer.status < 400:
+            return answer.status, f"HTTP {answer.status}: redirects are not followed (Location: {answer.location or ''})"
+        return answer.status, None
 
     async def _record(self, conn: AsyncConnection, attempts: list[Attempt]) -> None:
         await conn.execute(
