@@ -47,7 +47,7 @@ from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher
 from missive.waiting import Outage, wait_any
 from missive.webhooks.outbox import WebhookTargets
-from missive.webhooks.sender import Attempt, WebhookSender
+from missive.webhooks.sender import WebhookSender
 from missive.workflows import engine as workflows
 
 log = logging.getLogger("missive.dispatch")
@@ -79,15 +79,14 @@ class Dispatcher:
         self._limiter = RateLimiter(self._reserve)
         self.sessions = SessionKeeper(engine, settings, self._channels, clock)
         self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
+        self.webhooks = WebhookSender(engine, settings, clock)
         self._targets = WebhookTargets(clock)
-        # Send results, what SMPP sessions push (receipts, inbound SMS) and webhook
-        # attempts, many per transaction; a pushed PDU is acknowledged to the SMSC once
-        # its batch has committed. One queue: a receipt that follows its submit_sm_resp
-        # then lands in the same transaction as the send result, or a later one, and
-        # finds it; and each batch costs one transaction, not one per kind.
-        self._results: Batcher[Outcome | Pushed | Attempt] = Batcher(
-            engine, self._commit, name="dispatch-results", on_committed=lambda targets: self.webhooks.adopt(targets))
-        self.webhooks = WebhookSender(engine, settings, clock, results=self._results)
+        # Send results, and what SMPP sessions push (receipts, inbound SMS), many per
+        # transaction; a pushed PDU is acknowledged to the SMSC once its batch has
+        # committed. Both in one queue: a receipt that follows its submit_sm_resp then
+        # lands in the same transaction as the send result, or a later one, and finds it.
+        self._results: Batcher[Outcome | Pushed] = Batcher(
+            engine, self._commit, name="dispatch-results", on_committed=self.webhooks.adopt)
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -154,20 +153,17 @@ class Dispatcher:
         sender has room for them."""
         return self._targets.leasing(self._clock() + self._settings.lease_seconds, self.webhooks.admits)
 
-    async def _commit(self, conn: AsyncConnection, items: list[Outcome | Pushed | Attempt]) -> WebhookTargets:
-        """Send results first, then what links pushed, then webhook attempts, in one
-        transaction; the locks of the first two taken together, in one sorted statement."""
+    async def _commit(self, conn: AsyncConnection, items: list[Outcome | Pushed]) -> WebhookTargets:
+        """Send results first, then what links pushed, in one transaction; the locks of
+        both taken together, in one sorted statement."""
         targets = self._leasing()
         outcomes = [item for item in items if isinstance(item, Outcome)]
-        attempts = [item for item in items if isinstance(item, Attempt)]
-        pushed = [item for item in items if isinstance(item, tuple)]
+        pushed = [item for item in items if not isinstance(item, Outcome)]
         await lock_names(conn, lock_names_of(outcomes) + event_lock_names(pushed))
         if outcomes:
             await write_outcomes(conn, targets, outcomes)
         if pushed:
             await apply_link_events(conn, targets, pushed, self._clock())
-        if attempts:
-            await self.webhooks.record(conn, attempts)
         return targets
 
     # -- outbox ---------------------------------------------------------------------

@@ -62,18 +62,12 @@ def next_delay(attempts: int, base: float, cap: float) -> float:
 
 
 class WebhookSender:
-    def __init__(
-        self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float] = time.time,
-        results: Batcher[Any] | None = None,
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._settings = settings
         self._clock = clock
         self._client: WebhookClient | None = None
-        # Where attempts are recorded: the dispatcher's batch queue when given (one
-        # transaction for send results and webhook attempts alike), else a queue of its own.
-        self._results: Batcher[Any] = results or Batcher(engine, self.record, name="webhook-results")
-        self._own_results = results is None
+        self._results: Batcher[Attempt] = Batcher(engine, self._record, name="webhook-results")
         self._in_flight: Counter[str] = Counter()
         # Leased rows of targets at their bound, started as their slots free up.
         self._waiting: dict[str, deque[dict[str, Any]]] = {}
@@ -87,8 +81,7 @@ class WebhookSender:
     async def run(self, stopping: asyncio.Event) -> None:
         # `total` covers connecting, sending, the answer and reading its body.
         self._client = WebhookClient(self._guard, self._settings.webhook_timeout, self._settings.webhook_max_in_flight)
-        if self._own_results:
-            self._results.start()
+        self._results.start()
         self._running = True
         try:
             outage = Outage(log, "claiming webhooks")
@@ -119,8 +112,7 @@ class WebhookSender:
             log.warning("handing back %d waiting webhooks failed: %s", len(waiting), exc)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.shutdown_timeout)
-        if self._own_results:
-            await self._results.stop()
+        await self._results.stop()
         if self._client is not None:
             await self._client.close()
 
@@ -263,7 +255,7 @@ class WebhookSender:
             return answer.status, f"HTTP {answer.status}: redirects are not followed (Location: {answer.location or ''})"
         return answer.status, None
 
-    async def record(self, conn: AsyncConnection, attempts: list[Attempt]) -> None:
+    async def _record(self, conn: AsyncConnection, attempts: list[Attempt]) -> None:
         await conn.execute(
             webhook_attempts.insert(),
             [{"webhook_id": a.webhook_id, "at": a.at, "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms} for a in attempts],
