@@ -75,6 +75,8 @@ class WebhookSender:
         self._secrets = TTLCache(clock, ttl=30.0)
         self._guard = AddressGuard(policy_for(settings))
         self._running = False
+        # Whether due rows may be waiting in the outbox beyond what this process holds.
+        self._backlog = True
         self._late: list[str] = []
         self.wake = asyncio.Event()
 
@@ -127,6 +129,7 @@ class WebhookSender:
         # targets that answer, or a few slow receivers would hold up everyone.
         room = self._settings.webhook_max_in_flight - sum(self._in_flight.values())
         if room <= 0:
+            self._backlog = True
             return 0
         full = [t for t, n in held.items() if n >= 2 * per_target]
         conditions: list[Any] = [webhook_outbox.c.state == "pending"]
@@ -147,6 +150,9 @@ class WebhookSender:
             else:
                 overflow.append(row["id"])
         await self._hand_back(overflow)
+        # Rows may be left for later claims when this one was cut short (no room, busy
+        # targets left out, some handed back); a finished delivery then claims again.
+        self._backlog = bool(overflow or full) or len(rows) >= room
         return len(rows) - len(overflow)
 
     async def _hand_back(self, ids: list[Any]) -> None:
@@ -176,6 +182,7 @@ class WebhookSender:
             else:
                 self._waiting.setdefault(target, deque()).append(row)
         if committed.unleased:
+            self._backlog = True
             self.wake.set()
 
     async def release_late(self) -> None:
@@ -240,7 +247,8 @@ class WebhookSender:
             # The slot frees only once the result is recorded: what a crash can deliver
             # twice stays bounded by the in-flight limits.
             self._finished(row["target"])
-        self.wake.set()
+        if self._backlog:
+            self.wake.set()
 
     async def _post(self, row: dict[str, Any]) -> tuple[int, str | None]:
         body = row["payload"].encode()
