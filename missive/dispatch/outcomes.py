@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.channels.base import FollowUp
 from missive.dispatch.link_events import rematch
 from missive.dispatch.recording import record_statuses
 from missive.sms.deliveries import ref_forms
+from missive.store.bulk import insert_many, update_many
 from missive.store.locks import lock_names
 from missive.store.statuses import StatusChange
 from missive.store.tables import outbox, provider_refs, timers
@@ -48,13 +49,11 @@ async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcome
     retries = [o for o in outcomes if o.retry_at is not None]
     if done:
         await conn.execute(delete(outbox).where(outbox.c.message_uuid.in_([o.message_uuid for o in done])))
-    if retries:
-        await conn.execute(
-            update(outbox)
-            .where(outbox.c.message_uuid == bindparam("key"))
-            .values(due_at=bindparam("due"), attempts=bindparam("tries"), last_error=bindparam("err"), claimed_until=None),
-            [{"key": o.message_uuid, "due": o.retry_at, "tries": o.attempts, "err": o.error} for o in retries],
-        )
+    await update_many(
+        conn, outbox, "message_uuid",
+        [{"message_uuid": o.message_uuid, "due_at": o.retry_at, "attempts": o.attempts, "last_error": o.error} for o in retries],
+        nulls=("claimed_until",),
+    )
     # A follow-up due at once (a provider that answers `delivered` with the send) is
     # recorded now, after `submitted`, rather than through a timer.
     at_once = [
@@ -82,10 +81,8 @@ async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcome
         for o in done
         for kind, ref in o.refs
     ]
-    if ref_rows:
-        await conn.execute(provider_refs.insert(), ref_rows)
-    if timer_rows:
-        await conn.execute(timers.insert(), timer_rows)
+    await insert_many(conn, provider_refs, ref_rows)
+    await insert_many(conn, timers, timer_rows)
     now = max((o.at for o in outcomes), default=0.0)
     await record_statuses(conn, targets, [o.change for o in done if o.change is not None] + at_once, now)
     if sms_refs:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from missive.store.bulk import insert_many, update_many
 from missive.store.tables import message_events, messages
 
 RANK = {"accepted": 0, "submitted": 1, "delivered": 2, "rejected": 2, "undeliverable": 2, "read": 3}
@@ -73,15 +74,8 @@ async def apply_changes(
         if moves_forward(row["status"], change.status):
             row["status"] = change.status
             row["updated_at"] = change.at
-            moves[change.message_uuid] = {"key": change.message_uuid, "new_status": change.status, "at": change.at}
+            moves[change.message_uuid] = {"uuid": change.message_uuid, "status": change.status, "updated_at": change.at}
             applied.append((change, dict(row)))
-    if events:
-        await conn.execute(message_events.insert(), events)
-    if moves:
-        await conn.execute(
-            update(messages)
-            .where(messages.c.uuid == bindparam("key"))
-            .values(status=bindparam("new_status"), updated_at=bindparam("at")),
-            list(moves.values()),
-        )
+    await insert_many(conn, message_events, events)
+    await update_many(conn, messages, "uuid", list(moves.values()))
     return applied

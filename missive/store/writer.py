@@ -23,6 +23,7 @@ import orjson
 from sqlalchemy import JSON, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from missive.store.bulk import insert_many
 from missive.store.faults import describe
 
 log = logging.getLogger("missive.store")
@@ -103,8 +104,8 @@ class Batcher(Generic[T]):
 Rows = dict[Table, list[dict]]
 
 
-def _driver_insert(table: Table, rows: list[dict], paramstyle: str) -> tuple[str, list[tuple]]:
-    """One INSERT in the driver's own terms, rows as tuples.
+def _driver_insert(table: Table, rows: list[dict]) -> tuple[str, list[tuple]]:
+    """One INSERT in SQLite's driver's own terms, rows as tuples (PostgreSQL: store/bulk.py).
 
     SQLAlchemy's per-row parameter processing cost more than the insert itself on the
     accept path; the rows here are plain values we built, so they are bound directly
@@ -112,12 +113,7 @@ def _driver_insert(table: Table, rows: list[dict], paramstyle: str) -> tuple[str
     """
     # The columns the rows give: a column left out (an autoincrement id) takes its default.
     columns = [c for c in table.c if c.name in rows[0]]
-    if paramstyle == "qmark":
-        marks = ", ".join("?" for _ in columns)
-    elif paramstyle == "numeric_dollar":
-        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    else:
-        marks = ", ".join("%s" for _ in columns)
+    marks = ", ".join("?" for _ in columns)
     sql = f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({marks})"
     json_columns = {c.name for c in columns if isinstance(c.type, JSON)}
     params = [
@@ -137,9 +133,13 @@ class GroupWriter(Batcher[Rows]):
         async def insert(conn: AsyncConnection, items: list[Rows]) -> None:
             for table in tables:
                 rows = [row for rows in items for row in rows.get(table, ())]
-                if rows:
-                    sql, params = _driver_insert(table, rows, conn.dialect.paramstyle)
+                if not rows:
+                    continue
+                if conn.dialect.name == "sqlite":
+                    sql, params = _driver_insert(table, rows)
                     await conn.exec_driver_sql(sql, params)
+                else:
+                    await insert_many(conn, table, rows)
 
         super().__init__(engine, insert, batch_max, name="group-writer")
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.cache import TTLCache
+from missive.store.bulk import insert_many
 from missive.store.statuses import StatusChange
 from missive.store.tables import accounts, applications, webhook_outbox
 from missive.webhooks.payloads import inbound_payload, status_payload, workflow_report_payload
@@ -121,7 +122,7 @@ async def enqueue_status_webhooks(
         rows.append(_row("status", message["account_id"], message["application_id"], message["uuid"], url, method, body, now))
     if rows:
         targets._stamp(rows)
-        await conn.execute(webhook_outbox.insert(), rows)
+        await insert_many(conn, webhook_outbox, rows)
     return len(rows)
 
 
@@ -133,7 +134,7 @@ async def enqueue_inbound_webhook(conn: AsyncConnection, targets: WebhookTargets
     body = inbound_payload(inbound, urls["version"])
     rows = [_row("inbound", inbound["account_id"], inbound["application_id"], inbound["uuid"], url, method, body, now)]
     targets._stamp(rows)
-    await conn.execute(webhook_outbox.insert(), rows)
+    await insert_many(conn, webhook_outbox, rows)
     return True
 
 
@@ -152,5 +153,5 @@ async def enqueue_workflow_report(
     body = workflow_report_payload(workflow, statuses, now)
     rows = [_row("workflow", workflow["account_id"], workflow["application_id"], workflow["id"], url, method, body, now)]
     targets._stamp(rows)
-    await conn.execute(webhook_outbox.insert(), rows)
+    await insert_many(conn, webhook_outbox, rows)
     return True

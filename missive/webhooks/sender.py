@@ -22,12 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.cache import TTLCache
 from missive.config import Settings
 from missive.observability import metrics
+from missive.store.bulk import insert_many, update_many
 from missive.store.claims import claim_due
 from missive.store.tables import accounts, webhook_attempts, webhook_outbox
 from missive.store.writer import Batcher
@@ -264,10 +265,10 @@ class WebhookSender:
         return answer.status, None
 
     async def _record(self, conn: AsyncConnection, attempts: list[Attempt]) -> None:
-        await conn.execute(
-            webhook_attempts.insert(),
-            [{"webhook_id": a.webhook_id, "at": a.at, "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms} for a in attempts],
-        )
+        await insert_many(conn, webhook_attempts, [
+            {"webhook_id": a.webhook_id, "at": a.at, "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms}
+            for a in attempts
+        ])
         updates = []
         for a in attempts:
             if a.ok:
@@ -278,26 +279,13 @@ class WebhookSender:
                 state, due = "pending", a.at + next_delay(a.attempts, self._settings.webhook_backoff_base, self._settings.webhook_backoff_cap)
             updates.append(
                 {
-                    "key": a.webhook_id,
-                    "new_state": state,
-                    "new_due": due,
-                    "new_attempts": a.attempts,
-                    "error": a.error or (None if a.ok else f"HTTP {a.status_code}"),
-                    "code": a.status_code,
-                    "delivered": a.at if a.ok else None,
+                    "id": a.webhook_id,
+                    "state": state,
+                    "due_at": due,
+                    "attempts": a.attempts,
+                    "last_error": a.error or (None if a.ok else f"HTTP {a.status_code}"),
+                    "last_status_code": a.status_code,
+                    "delivered_at": a.at if a.ok else None,
                 }
             )
-        await conn.execute(
-            update(webhook_outbox)
-            .where(webhook_outbox.c.id == bindparam("key"))
-            .values(
-                state=bindparam("new_state"),
-                due_at=bindparam("new_due"),
-                attempts=bindparam("new_attempts"),
-                last_error=bindparam("error"),
-                last_status_code=bindparam("code"),
-                delivered_at=bindparam("delivered"),
-                claimed_until=None,
-            ),
-            updates,
-        )
+        await update_many(conn, webhook_outbox, "id", updates, nulls=("claimed_until",))

@@ -1,0 +1,76 @@
+"""Many rows in one statement: the batched inserts and updates of the hot paths.
+
+On PostgreSQL a batch goes as one statement over arrays, one array per column:
+
+    INSERT INTO t (a, b) SELECT * FROM unnest($1::VARCHAR(36)[], $2::DOUBLE PRECISION[])
+    UPDATE t SET b = u.b FROM unnest($1::..., $2::...) AS u(k, b) WHERE t.k = u.k
+
+asyncpg's executemany sends and PostgreSQL executes one statement per row; measured on
+the end-to-end bench, it took a sixth of a dispatcher's CPU. On SQLite, whose driver
+runs executemany in C in one call, the rows go as an executemany.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Column, Table, bindparam, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def _array_type(column: Column[Any], conn: AsyncConnection) -> str:
+    # JSON travels as text, cast back per element.
+    if isinstance(column.type, JSON):
+        return "TEXT[]"
+    return f"{column.type.compile(dialect=conn.dialect)}[]"
+
+
+def _values(column: Column[Any], rows: list[dict[str, Any]], key: str) -> list[Any]:
+    values = [row.get(key) for row in rows]
+    if isinstance(column.type, JSON):
+        return [None if v is None else orjson.dumps(v).decode() for v in values]
+    return values
+
+
+def _select(column: Column[Any], alias: str) -> str:
+    return f"{alias}::json" if isinstance(column.type, JSON) else alias
+
+
+async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` (dicts with the same keys; a left-out column takes its default)."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        await conn.execute(table.insert(), rows)
+        return
+    columns = [c for c in table.c if c.name in rows[0]]
+    names = ", ".join(c.name for c in columns)
+    arrays = ", ".join(f"${i}::{_array_type(c, conn)}" for i, c in enumerate(columns, 1))
+    selects = ", ".join(_select(c, f"u.{c.name}") for c in columns)
+    sql = f"INSERT INTO {table.name} ({names}) SELECT {selects} FROM unnest({arrays}) AS u({names})"
+    await conn.exec_driver_sql(sql, tuple(_values(c, rows, c.name) for c in columns))
+
+
+async def update_many(
+    conn: AsyncConnection, table: Table, key: str, rows: list[dict[str, Any]], nulls: tuple[str, ...] = ()
+) -> None:
+    """Set, in each row of `table` whose `key` column equals a row's `key`, the other
+    columns that row names (every row names the same ones), and the `nulls` columns to NULL."""
+    if not rows:
+        return
+    names = [name for name in rows[0] if name != key]
+    if conn.dialect.name != "postgresql":
+        statement = (
+            update(table)
+            .where(table.c[key] == bindparam("_key"))
+            .values({name: bindparam(f"_{name}") for name in names} | dict.fromkeys(nulls))
+        )
+        await conn.execute(statement, [{"_key" if k == key else f"_{k}": v for k, v in row.items()} for row in rows])
+        return
+    columns = [table.c[key]] + [table.c[name] for name in names]
+    arrays = ", ".join(f"${i}::{_array_type(c, conn)}" for i, c in enumerate(columns, 1))
+    sets = [f"{name} = {_select(table.c[name], f'u.{name}')}" for name in names] + [f"{name} = NULL" for name in nulls]
+    sql = (f"UPDATE {table.name} SET {', '.join(sets)} "
+           f"FROM unnest({arrays}) AS u({', '.join(c.name for c in columns)}) WHERE {table.name}.{key} = u.{key}")
+    await conn.exec_driver_sql(sql, tuple(_values(c, rows, c.name) for c in columns))
