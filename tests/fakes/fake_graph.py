@@ -91,8 +91,11 @@ class FakeGraph:
             else:
                 self.by_recipient.setdefault(recipient, []).extend(answers)
 
-    def unused(self) -> list[Answer]:
+    def unused(self, recipient: str | None = None) -> list[Answer]:
+        """Scripted answers not given yet: all, or those scripted for `recipient`."""
         with self._lock:
+            if recipient is not None:
+                return list(self.by_recipient.get(recipient, ()))
             return [*self.answers, *(a for queue in self.by_recipient.values() for a in queue)]
 
     def snapshot(self, recipient: str | None = None) -> list[GraphRequest]:
