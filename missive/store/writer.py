@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import orjson
-from sqlalchemy import JSON, Table
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.store.bulk import insert_many
@@ -104,42 +103,13 @@ class Batcher(Generic[T]):
 Rows = dict[Table, list[dict]]
 
 
-def _driver_insert(table: Table, rows: list[dict]) -> tuple[str, list[tuple]]:
-    """One INSERT in SQLite's driver's own terms, rows as tuples (PostgreSQL: store/bulk.py).
-
-    SQLAlchemy's per-row parameter processing cost more than the insert itself on the
-    accept path; the rows here are plain values we built, so they are bound directly
-    (JSON columns serialised with orjson).
-    """
-    # The columns the rows give: a column left out (an autoincrement id) takes its default.
-    columns = [c for c in table.c if c.name in rows[0]]
-    marks = ", ".join("?" for _ in columns)
-    sql = f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({marks})"
-    json_columns = {c.name for c in columns if isinstance(c.type, JSON)}
-    params = [
-        tuple(
-            orjson.dumps(row.get(c.name)).decode() if c.name in json_columns else row.get(c.name)
-            for c in columns
-        )
-        for row in rows
-    ]
-    return sql, params
-
-
 class GroupWriter(Batcher[Rows]):
     """Inserts rows, table by table in the given order (parents before children)."""
 
     def __init__(self, engine: AsyncEngine, tables: list[Table], batch_max: int = 512) -> None:
         async def insert(conn: AsyncConnection, items: list[Rows]) -> None:
             for table in tables:
-                rows = [row for rows in items for row in rows.get(table, ())]
-                if not rows:
-                    continue
-                if conn.dialect.name == "sqlite":
-                    sql, params = _driver_insert(table, rows)
-                    await conn.exec_driver_sql(sql, params)
-                else:
-                    await insert_many(conn, table, rows)
+                await insert_many(conn, table, [row for rows in items for row in rows.get(table, ())])
 
         super().__init__(engine, insert, batch_max, name="group-writer")
 
