@@ -53,15 +53,19 @@ class Batcher(Generic[T]):
         self._name = name
         self._queue: asyncio.Queue[_Pending[T]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._committing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"missive-{self._name}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
         if self._task is None:
             return
-        # Let every waiting caller's work be committed before stopping.
-        while not self._queue.empty():
+        # Let every waiting caller's work be committed before stopping, the batch being
+        # committed now included (cancelled mid-commit, it would roll back); within
+        # `timeout`, should the database hang.
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (not self._queue.empty() or self._committing) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -81,6 +85,7 @@ class Batcher(Generic[T]):
             batch = [await self._queue.get()]
             while len(batch) < self._batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._committing = True
             try:
                 async with self._engine.begin() as conn:
                     committed = await self._commit(conn, [pending.item for pending in batch])
@@ -90,6 +95,8 @@ class Batcher(Generic[T]):
                     if not pending.done.done():
                         pending.done.set_exception(exc)
                 continue
+            finally:
+                self._committing = False
             if self._on_committed is not None:
                 try:
                     self._on_committed(committed)
