@@ -39,7 +39,7 @@ from missive.dispatch.sessions import SessionKeeper
 from missive.observability import context, metrics
 from missive.sms.gsm import count_parts
 from missive.store import rates
-from missive.store.claims import claim_due
+from missive.store.claims import claim_due, release
 from missive.store.faults import classify, describe
 from missive.store.locks import lock_names
 from missive.store.statuses import StatusChange
@@ -187,12 +187,10 @@ class Dispatcher:
 
     async def _release_late(self) -> None:
         late, self._late = self._late, []
-        if late:
-            try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(update(outbox).where(outbox.c.message_uuid.in_(late)).values(claimed_until=None))
-            except Exception as exc:  # noqa: BLE001 - their leases run out instead
-                log.warning("handing back %d accepted messages failed: %s", len(late), describe(exc))
+        try:
+            await release(self._engine, outbox.c.message_uuid, late)
+        except Exception as exc:  # noqa: BLE001 - their leases run out instead
+            log.warning("handing back %d accepted messages failed: %s", len(late), describe(exc))
 
     async def _claim_outbox(self) -> int:
         room = self._settings.dispatch_max_in_flight - len(self._tasks) - self._reserved

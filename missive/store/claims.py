@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Column, Table, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 async def claim_due(
@@ -40,3 +40,11 @@ async def claim_due(
     )
     # RETURNING gives no order: hand the oldest due rows out first.
     return sorted((dict(row._mapping) for row in result), key=lambda row: row["due_at"])
+
+
+async def release(engine: AsyncEngine, key: Column[Any], ids: list[Any]) -> None:
+    """End the lease of rows a process holds but will not work on: claimable again now
+    (rather than after their lease, long after a restart)."""
+    if ids:
+        async with engine.begin() as conn:
+            await conn.execute(update(key.table).where(key.in_(ids)).values(claimed_until=None))

@@ -22,14 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.cache import TTLCache
 from missive.config import Settings
 from missive.observability import metrics
 from missive.store.bulk import insert_many, update_many
-from missive.store.claims import claim_due
+from missive.store.claims import claim_due, release
 from missive.store.tables import accounts, webhook_attempts, webhook_outbox
 from missive.store.writer import Batcher
 from missive.url_guard import AddressGuard, RefusedAddress
@@ -158,9 +158,7 @@ class WebhookSender:
 
     async def _hand_back(self, ids: list[Any]) -> None:
         """End the lease of claimed rows this process will not send: claimable again now."""
-        if ids:
-            async with self._engine.begin() as conn:
-                await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id.in_(ids)).values(claimed_until=None))
+        await release(self._engine, webhook_outbox.c.id, ids)
 
     def admits(self, target: str, pending: int) -> bool:
         """Whether a new webhook row for `target` may be written leased to this process
