@@ -31,6 +31,7 @@ from accept import (  # noqa: E402 - bench/ modules, next to this script
     make_token,
     missive_env,
     missive_json,
+    plan_pinning,
     start_server,
     stop_checked,
     stop_server,
@@ -49,8 +50,19 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--stall", type=float, default=30.0)
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let the server, the simulator, the sink and the load share both CPUs")
     options = parser.parse_args()
     progress = lambda text: print(f"  {text}", file=sys.stderr, flush=True)  # noqa: E731
+    # As in bench/dispatch.py: Missive on one core; the load generator (this process), the
+    # SMSC simulator and the webhook sink, which inherit this process's CPU, on the other.
+    server_prefix: list[str] = []
+    if not options.no_pin:
+        pin = plan_pinning()
+        if pin.load:
+            os.sched_setaffinity(0, {int(pin.load[-1])})
+            server_prefix = pin.server
+        print(pin.note.replace("wrk", "simulator, sink and load generator"), flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="missive-bench-smpp-"))
     sink_port = free_port()
@@ -67,7 +79,7 @@ def main() -> int:
                          "--window", str(options.window), "--default", "--api-key", account["api_key"], "--json")
             token = make_token(app["id"], app["private_key"])
             port = free_port()
-            server = start_server("missive", [sys.executable, "-m", "missive", "serve", "--host", HOST, "--port", str(port)],
+            server = start_server("missive", [*server_prefix, sys.executable, "-m", "missive", "serve", "--host", HOST, "--port", str(port)],
                                   missive_env(data_dir, {}), port, workdir)
             try:
                 smsc.wait_for(lambda s: s["bound"] >= options.binds, timeout=20)

@@ -7,6 +7,7 @@ things: `api_host` and, through REQUESTS_CA_BUNDLE, which certificate to trust.
 
 from __future__ import annotations
 
+import gc
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,9 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         running.extra["api_host"] = running.url.removeprefix("https://")
         yield running
     finally:
+        # The SDK clients of the tests are gone, but their keep-alive connections stay open
+        # until collected, and the server's graceful shutdown would wait 10 s for them.
+        gc.collect()
         running.stop()
 
 
