@@ -44,8 +44,8 @@ PART_WINDOW = 3600.0
 async def apply_link_events(
     conn: AsyncConnection, targets: WebhookTargets, batch: list[tuple[ChannelLink, list[Any]]], now: float
 ) -> None:
-    """Store a batch of what links pushed, in the caller's transaction."""
-    await lock_names(conn, event_lock_names(batch))
+    """Store a batch of what links pushed, in the caller's transaction; the caller holds
+    the locks of `event_lock_names(batch)`."""
     changes: list[StatusChange] = []
     receipts: dict[str, list[Receipt]] = {}
     for link, events in batch:
@@ -64,7 +64,8 @@ async def apply_link_events(
 
 
 def event_lock_names(batch: list[tuple[ChannelLink, list[Any]]]) -> list[str]:
-    """The names `apply_link_events` locks: the references its receipts name."""
+    """The names the caller of `apply_link_events` locks first: the references its
+    receipts name (see missive.dispatch.outcomes.lock_names_of)."""
     return [f"{link.kind}:{ref}" for link, events in batch for e in events if isinstance(e, Receipt) for ref in e.refs]
 
 

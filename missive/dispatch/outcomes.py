@@ -13,7 +13,6 @@ from missive.dispatch.link_events import rematch
 from missive.dispatch.recording import record_statuses
 from missive.sms.deliveries import ref_forms
 from missive.store.bulk import insert_many, update_many
-from missive.store.locks import lock_names
 from missive.store.statuses import StatusChange
 from missive.store.tables import outbox, provider_refs, timers
 from missive.webhooks.outbox import WebhookTargets
@@ -34,18 +33,18 @@ class Outcome:
 
 
 def lock_names_of(outcomes: list[Outcome]) -> list[str]:
-    """The names `write_outcomes` locks: the forms of the SMSC references it records."""
+    """The names the caller of `write_outcomes` locks first (store/locks.py): the forms of
+    the SMSC references it records. Then a receipt of these references being stored by
+    another process at this moment is either seen here or sees these references."""
     return [f"{kind}:{form}" for o in outcomes if o.retry_at is None
             for kind, ref in o.refs if kind == "sms" for form in ref_forms(ref)]
 
 
 async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcomes: list[Outcome]) -> None:
-    """Write a batch of outcomes; their webhooks go through `targets`."""
+    """Write a batch of outcomes; their webhooks go through `targets`. The caller holds
+    the locks of `lock_names_of(outcomes)`."""
     done = [o for o in outcomes if o.retry_at is None]
     sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
-    # Before anything else: a receipt of these references being stored by another
-    # process at this moment is then either seen below or sees these references.
-    await lock_names(conn, lock_names_of(outcomes))
     retries = [o for o in outcomes if o.retry_at is not None]
     if done:
         await conn.execute(delete(outbox).where(outbox.c.message_uuid.in_([o.message_uuid for o in done])))

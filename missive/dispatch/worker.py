@@ -154,8 +154,8 @@ class Dispatcher:
         return self._targets.leasing(self._clock() + self._settings.lease_seconds, self.webhooks.admits)
 
     async def _commit(self, conn: AsyncConnection, items: list[Outcome | Pushed]) -> WebhookTargets:
-        """Send results first, then what links pushed, in one transaction; the locks of
-        both taken together, in one sorted statement."""
+        """Send results first, then what links pushed, in one transaction; the locks both
+        need taken first, together, in one sorted statement."""
         targets = self._leasing()
         outcomes = [item for item in items if isinstance(item, Outcome)]
         pushed = [item for item in items if not isinstance(item, Outcome)]
@@ -187,10 +187,7 @@ class Dispatcher:
 
     async def _release_late(self) -> None:
         late, self._late = self._late, []
-        try:
-            await release(self._engine, outbox.c.message_uuid, late)
-        except Exception as exc:  # noqa: BLE001 - their leases run out instead
-            log.warning("handing back %d accepted messages failed: %s", len(late), describe(exc))
+        await release(self._engine, outbox.c.message_uuid, late, "accepted messages")
 
     async def _claim_outbox(self) -> int:
         room = self._settings.dispatch_max_in_flight - len(self._tasks) - self._reserved

@@ -9,10 +9,15 @@ dispatchers take disjoint batches instead of waiting on each other.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import Column, Table, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from missive.store.faults import describe
+
+log = logging.getLogger("missive.store")
 
 
 async def claim_due(
@@ -42,9 +47,14 @@ async def claim_due(
     return sorted((dict(row._mapping) for row in result), key=lambda row: row["due_at"])
 
 
-async def release(engine: AsyncEngine, key: Column[Any], ids: list[Any]) -> None:
+async def release(engine: AsyncEngine, key: Column[Any], ids: list[Any], what: str) -> None:
     """End the lease of rows a process holds but will not work on: claimable again now
-    (rather than after their lease, long after a restart)."""
-    if ids:
+    (rather than after their lease, long after a restart). Should the database fail, the
+    leases run out instead; that is logged, not raised."""
+    if not ids:
+        return
+    try:
         async with engine.begin() as conn:
             await conn.execute(update(key.table).where(key.in_(ids)).values(claimed_until=None))
+    except Exception as exc:  # noqa: BLE001 - the leases run out instead
+        log.warning("handing back %d %s failed: %s", len(ids), what, describe(exc))

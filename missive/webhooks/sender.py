@@ -82,7 +82,6 @@ class WebhookSender:
         self.wake = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        # `total` covers connecting, sending, the answer and reading its body.
         self._client = WebhookClient(self._guard, self._settings.webhook_timeout, self._settings.webhook_max_in_flight)
         self._results.start()
         self._running = True
@@ -109,10 +108,7 @@ class WebhookSender:
         # anyone) until their lease ran out, long after a restart.
         waiting = [row["id"] for rows in self._waiting.values() for row in rows]
         self._waiting.clear()
-        try:
-            await self._hand_back(waiting)
-        except Exception as exc:  # noqa: BLE001 - their leases run out instead
-            log.warning("handing back %d waiting webhooks failed: %s", len(waiting), exc)
+        await release(self._engine, webhook_outbox.c.id, waiting, "waiting webhooks")
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.shutdown_timeout)
         await self._results.stop()
@@ -150,15 +146,11 @@ class WebhookSender:
                 held[target] = held.get(target, 0) + 1
             else:
                 overflow.append(row["id"])
-        await self._hand_back(overflow)
+        await release(self._engine, webhook_outbox.c.id, overflow, "claimed webhooks")
         # Rows may be left for later claims when this one was cut short (no room, busy
         # targets left out, some handed back); a finished delivery then claims again.
         self._backlog = bool(overflow or full) or len(rows) >= room
         return len(rows) - len(overflow)
-
-    async def _hand_back(self, ids: list[Any]) -> None:
-        """End the lease of claimed rows this process will not send: claimable again now."""
-        await release(self._engine, webhook_outbox.c.id, ids)
 
     def admits(self, target: str, pending: int) -> bool:
         """Whether a new webhook row for `target` may be written leased to this process
@@ -188,10 +180,7 @@ class WebhookSender:
         """Hand back rows adopted after the sender stopped (results committed during the
         shutdown), so that they go out at once after a restart."""
         late, self._late = self._late, []
-        try:
-            await self._hand_back(late)
-        except Exception as exc:  # noqa: BLE001 - their leases run out instead
-            log.warning("handing back %d webhooks failed: %s", len(late), exc)
+        await release(self._engine, webhook_outbox.c.id, late, "webhooks")
 
     def _start(self, row: dict[str, Any]) -> None:
         self._in_flight[row["target"]] += 1
