@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
+import uuid
 
 import pytest
 
@@ -99,3 +101,18 @@ def test_trailing_question_mark_and_slash_work(server: Server, path: str) -> Non
         answer = b"".join(iter(lambda: sock.recv(65536), b""))
     assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
     assert b'"message_uuid"' in answer
+
+
+def test_message_uuids_are_time_ordered(server: Server) -> None:
+    # Version 7: keys that grow with time keep the messages/outbox indexes append-only
+    # (missive/ids.py); a random version 4 key would scatter every insert.
+    body = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme", "text": "hi"}
+    uuids = []
+    for _ in range(3):
+        uuids.append(send(server, body)["message_uuid"])
+        time.sleep(0.002)  # a new millisecond: v7 orders across milliseconds
+    parsed = [uuid.UUID(u) for u in uuids]
+    assert [u.version for u in parsed] == [7, 7, 7]
+    assert uuids == sorted(uuids)
+    stamp_ms = parsed[0].int >> 80
+    assert abs(stamp_ms / 1000 - time.time()) < 60

@@ -15,7 +15,6 @@ used to count what reached it.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ from missive.channels.base import (
     Unavailable,
 )
 from missive.config import Settings
+from missive.ids import time_ordered_id
 
 READ_RECEIPT_CHANNELS = ("messenger", "viber_service")
 DEFAULT_DELIVERED_AFTER = 1.0
@@ -65,7 +65,7 @@ class SandboxChannel:
             raise Unavailable("the sandbox fails recipients ending in 0004 on their first two attempts")
         delivered_after = _delay(link.config, "delivered_after", DEFAULT_DELIVERED_AFTER)
         read_after = _delay(link.config, "read_after", DEFAULT_READ_AFTER)
-        ref = f"sandbox-{uuid.uuid4().hex}"
+        ref = f"sandbox-{time_ordered_id()}"
         if magic == "0002":
             follow_ups: tuple[FollowUp, ...] = (
                 FollowUp(delivered_after, "undeliverable", 1260, "Destination unreachable"),

@@ -8,7 +8,6 @@ writes statuses, inbound messages and their webhooks in one transaction.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.channels.base import InboundEvent, StatusEvent
 from missive.dispatch.recording import record_statuses
+from missive.ids import time_ordered_id
 from missive.store.statuses import StatusChange
 from missive.store.tables import inbound_messages, provider_refs, seen_events
 from missive.webhooks.outbox import WebhookTargets, enqueue_inbound_webhook
@@ -90,7 +90,7 @@ async def store_inbound(
     conn: AsyncConnection, targets: WebhookTargets, owner: LinkOwner, event: InboundEvent, now: float
 ) -> dict[str, Any]:
     row = {
-        "uuid": str(uuid.uuid4()),
+        "uuid": time_ordered_id(),
         "account_id": owner.account_id,
         "application_id": owner.application_id,
         "channel": event.channel,

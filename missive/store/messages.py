@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from missive.ids import time_ordered_id
 from missive.store.tables import message_events, messages, outbox, webhook_outbox
 
 
@@ -18,7 +18,7 @@ def new_message_rows(
 ) -> tuple[str, dict[Table, list[dict]]]:
     """The rows that accept one message: the message itself and its outbox entry."""
     now = time.time() if now is None else now
-    message_uuid = str(uuid.uuid4())
+    message_uuid = time_ordered_id()
     message = {
         "uuid": message_uuid,
         "account_id": account_id,

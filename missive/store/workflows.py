@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from missive.ids import time_ordered_id
 from missive.store.messages import Scope, new_message_rows
 from missive.store.tables import messages, timers, workflows
 
@@ -45,7 +45,7 @@ def new_workflow_rows(
     """(workflow id, first message uuid, rows) for an accepted workflow: the workflow and
     its first step's message, outbox entry and timer, written in one transaction."""
     workflow = {
-        "id": str(uuid.uuid4()),
+        "id": time_ordered_id(),
         "account_id": account_id,
         "application_id": application_id,
         "template": "failover",

@@ -7,7 +7,6 @@ application's status/inbound URL, else (Basic-auth messages) the account's.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.cache import TTLCache
+from missive.ids import time_ordered_id
 from missive.store.bulk import insert_many
 from missive.store.statuses import StatusChange
 from missive.store.tables import accounts, applications, webhook_outbox
@@ -86,7 +86,7 @@ class WebhookTargets:
 
 def _row(kind: str, account_id: str, application_id: str | None, message_uuid: str, url: str, method: str, body: dict, now: float) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": time_ordered_id(),
         "account_id": account_id,
         "target": application_id or account_id,
         "application_id": application_id,
