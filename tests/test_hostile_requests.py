@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -872,3 +873,23 @@ def test_every_401_is_the_same_body(server: Server) -> None:
     assert len(bodies) >= 20
     assert all(body == UNAUTHORIZED_BODY for body in bodies), bodies
     assert len(instances) == len(bodies), "instance must be a fresh trace id per answer"
+
+
+def test_client_hanging_up_mid_body_is_no_error(server: Server) -> None:
+    """A client that closes the connection before its body is complete leaves one INFO
+    line, not an unhandled-error traceback, and nothing is stored."""
+    before = len(server.log())
+    host, port = server.url.removeprefix("http://").split(":")
+    user, password = server.basic
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    body = b'{"channel": "sms", "message_type": "text", "to": "447700900000", '
+    head = (f"POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(head + body)
+    deadline = time.monotonic() + 5
+    while "client disconnected" not in server.log()[before:] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    written = server.log()[before:]
+    assert "client disconnected before sending its whole request body" in written, written
+    assert "Traceback" not in written and '"ERROR"' not in written, written

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from missive.api import (
@@ -22,7 +23,13 @@ from missive.api import (
     sandbox,
     workflows,
 )
-from missive.api.errors import ProblemError, on_http_exception, on_problem, on_unexpected
+from missive.api.errors import (
+    ProblemError,
+    on_client_gone,
+    on_http_exception,
+    on_problem,
+    on_unexpected,
+)
 from missive.api.services import Services
 from missive.auth import Authenticator
 from missive.config import Settings
@@ -81,6 +88,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         exception_handlers={
             ProblemError: on_problem,
             HTTPException: on_http_exception,
+            ClientDisconnect: on_client_gone,
             # Database faults (503/507) answered here, not re-raised past the answer as the
             # catch-all's are: the server would then drop the connection, unread body and all.
             **dict.fromkeys(FAULT_TYPES, on_unexpected),

@@ -153,6 +153,14 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(ProblemError(exc.status_code, f"{ERRORS}{anchor}", title, detail, headers=headers))
 
 
+async def on_client_gone(request: Request, _exc: Exception) -> Response:
+    """The client hung up before its whole request body arrived: nobody is left to answer,
+    and it is the client's doing, so a line at INFO rather than an error with a traceback.
+    Nothing was stored (the body is read before anything is written)."""
+    log.info("client disconnected before sending its whole request body on %s %s", request.method, request.url.path)
+    return problem_response(ProblemError(400, f"{ERRORS}#bad-request", "Bad Request", "The request body was cut short."))
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     trace_id = trace_id_or_new()
     fault = database_fault(exc, f"{request.method} {request.url.path}")
