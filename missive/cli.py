@@ -188,12 +188,22 @@ def app_create(
 
 
 @app.command()
-def dispatch() -> None:
+def dispatch(
+    metrics_port: int = typer.Option(
+        None, help="Serve /health, /ready and /metrics on this port (MISSIVE_DISPATCH_METRICS_PORT; none by default)."
+    ),
+    metrics_host: str = typer.Option(None, help="Address of --metrics-port (MISSIVE_DISPATCH_METRICS_HOST, default 127.0.0.1)."),
+) -> None:
     """Run only the dispatcher (outbox, timers, webhooks), e.g. beside API-only servers."""
     from missive.dispatch.runner import run_dispatcher
 
+    settings = Settings()
+    if metrics_port is not None:
+        settings.dispatch_metrics_port = metrics_port
+    if metrics_host is not None:
+        settings.dispatch_metrics_host = metrics_host
     tune_gc()
-    asyncio.run(run_dispatcher(Settings()))
+    asyncio.run(run_dispatcher(settings))
 
 
 @channel_cli.command("list")

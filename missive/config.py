@@ -50,6 +50,9 @@ class Settings(BaseSettings):
 
     # Dispatch: leases, retries and concurrency.
     dispatch_in_serve: bool = True
+    # `missive dispatch` serves /health, /ready and /metrics on this port (0: none).
+    dispatch_metrics_port: int = 0
+    dispatch_metrics_host: str = "127.0.0.1"
     lease_seconds: float = 60.0
     poll_interval: float = 0.2
     # After a claim that was not full, wait this long so that rows gather into batches.

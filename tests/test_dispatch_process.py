@@ -11,8 +11,11 @@ from pathlib import Path
 import httpx
 
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.harness import PRIVATE_URLS_ALLOWED, database_env, missive, missive_json, start_server
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness import PRIVATE_URLS_ALLOWED, database_env, free_port, missive, missive_json, start_server
+
+METRICS_TOKEN = "dispatch-scrape-1b2c"
 FAST = {
     "MISSIVE_SANDBOX_DELIVERED_AFTER": "0.1",
     "MISSIVE_POLL_INTERVAL": "0.05",
@@ -26,9 +29,11 @@ def test_a_separate_dispatcher_delivers_and_stops_cleanly(tmp_path: Path) -> Non
         assert missive(tmp_path, "account", "update", "--api-key", account["api_key"],
                        "--status-url", receiver.url("/status")).returncode == 0
         api = start_server(tmp_path, env={**FAST, "MISSIVE_DISPATCH_IN_SERVE": "false"})
+        ops_port = free_port()
         dispatcher = subprocess.Popen(
-            [sys.executable, "-m", "missive", "dispatch"],
-            env={**os.environ, "MISSIVE_DATA_DIR": str(tmp_path), **database_env(tmp_path), **PRIVATE_URLS_ALLOWED, **FAST},
+            [sys.executable, "-m", "missive", "dispatch", "--metrics-port", str(ops_port)],
+            env={**os.environ, "MISSIVE_DATA_DIR": str(tmp_path), **database_env(tmp_path), **PRIVATE_URLS_ALLOWED, **FAST,
+                 "MISSIVE_METRICS_TOKEN": METRICS_TOKEN},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         try:
@@ -43,6 +48,19 @@ def test_a_separate_dispatcher_delivers_and_stops_cleanly(tmp_path: Path) -> Non
                 >= {(u, s) for u in uuids for s in ("submitted", "delivered")}
             )
             assert all(h.path == "/status" for h in hooks)
+            # The dispatcher's own counters, which no API process has, on its own port.
+            ops = f"http://127.0.0.1:{ops_port}"
+            assert httpx.get(f"{ops}/health").json()["status"] == "ok"
+            assert httpx.get(f"{ops}/ready").json()["status"] == "ready"
+            assert httpx.get(f"{ops}/metrics").status_code == 401
+            scraped = httpx.get(f"{ops}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+            assert scraped.status_code == 200, scraped.text
+            found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                     for family in text_string_to_metric_families(scraped.text) for s in family.samples}
+            assert found[("missive_messages_sent_total", (("channel", "sms"), ("result", "submitted")))] == 20
+            assert found[("missive_send_latency_seconds_count", (("channel", "sms"),))] == 20
+            assert found[("missive_webhook_attempts_total", (("kind", "status"),))] >= 40
+            assert found[("missive_queue_depth", (("queue", "outbox"),))] == 0
             dispatcher.send_signal(signal.SIGTERM)
             output, _ = dispatcher.communicate(timeout=30)
             assert dispatcher.returncode == 0, output

@@ -12,18 +12,29 @@ import functools
 import hmac
 import logging
 import os
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from missive.api.errors import ERRORS, ProblemError, unauthorized
+from missive.api.errors import (
+    ERRORS,
+    ProblemError,
+    on_http_exception,
+    on_problem,
+    on_unexpected,
+    unauthorized,
+)
 from missive.api.responses import json_response
-from missive.api.services import services
+from missive.config import Settings
 from missive.observability import metrics
 from missive.store.db import alembic_config
 
@@ -59,13 +70,32 @@ async def _schema_revisions(engine: AsyncEngine) -> frozenset[str]:
         return frozenset(row[0] for row in rows)
 
 
+class _Ops(Protocol):
+    """What these endpoints read: the API's Services, or `OpsState` in `missive dispatch`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    clock: Callable[[], float]
+
+
+class OpsState:
+    def __init__(self, settings: Settings, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.clock = clock
+
+
+def _ops(request: Request) -> _Ops:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
 async def health(_request: Request) -> Response:
     return json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def ready(request: Request) -> Response:
     try:
-        found = await asyncio.wait_for(_schema_revisions(services(request).engine), READY_TIMEOUT)
+        found = await asyncio.wait_for(_schema_revisions(_ops(request).engine), READY_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any failure (or the timeout) means not ready
         log.warning("not ready: the database does not answer: %s", exc)
         raise not_ready("The database is not reachable.") from None
@@ -78,7 +108,7 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics_text(request: Request) -> Response:
-    svc = services(request)
+    svc = _ops(request)
     token = svc.settings.metrics_token
     if token:
         given = request.headers.get("authorization", "").encode()
@@ -124,3 +154,14 @@ routes = [
     Route("/ready", ready, methods=["GET"]),
     Route("/metrics", metrics_text, methods=["GET"]),
 ]
+
+
+def ops_app(settings: Settings, engine: AsyncEngine) -> Starlette:
+    """/health, /ready and /metrics alone: what `missive dispatch --metrics-port` serves, so
+    that a dispatcher running apart from the API can be probed and scraped too."""
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ProblemError: on_problem, HTTPException: on_http_exception, Exception: on_unexpected},
+    )
+    app.state.services = OpsState(settings, engine)
+    return app
