@@ -67,7 +67,6 @@ def cluster() -> Iterator[str]:
             f"-p {port}", "-c listen_addresses=127.0.0.1", f"-c unix_socket_directories={root}",
             "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
             "-c max_connections=400", "-c shared_buffers=256MB",
-            *os.environ.get("XPG_OPTS", "").split(),
         ])
         run([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "start"])
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"

@@ -96,3 +96,12 @@ def test_migrations_run_at_start_on_the_configured_url(tmp_path: Path) -> None:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"accounts", "applications", "messages", "message_events", "outbox", "channel_links", "timers", "webhook_outbox", "webhook_attempts", "inbound_messages", "provider_refs", "seen_events", "provider_users", "workflows", "numbers", "part_receipts", "unmatched_receipts", "inbound_parts"} <= tables
     assert not (tmp_path / "missive.db").exists()
+
+
+@pytest.mark.skipif(not on_postgres(), reason="a PostgreSQL storage parameter")
+def test_messages_pages_keep_room_for_status_updates(tmp_path: Path) -> None:
+    # Fill factor 80: a status update can stay in its page without touching the indexes
+    # (a HOT update; migration 0008).
+    assert missive(tmp_path, "migrate").returncode == 0
+    options = query(tmp_path, "SELECT reloptions FROM pg_class WHERE relname = 'messages'")
+    assert options and "fillfactor=80" in (options[0][0] or []), options

@@ -9,11 +9,17 @@ import sys
 from pathlib import Path
 
 import httpx
-
-from tests.fakes.webhook_receiver import WebhookReceiver
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import PRIVATE_URLS_ALLOWED, database_env, free_port, missive, missive_json, start_server
+from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.harness import (
+    PRIVATE_URLS_ALLOWED,
+    database_env,
+    free_port,
+    missive,
+    missive_json,
+    start_server,
+)
 
 METRICS_TOKEN = "dispatch-scrape-1b2c"
 FAST = {
