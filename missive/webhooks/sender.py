@@ -78,6 +78,9 @@ class WebhookSender:
         self._running = False
         # Whether due rows may be waiting in the outbox beyond what this process holds.
         self._backlog = True
+        # Targets a claim left out as full: their rows may wait in the outbox, but claiming
+        # is of no use until their queue here has drained (see `_finished`).
+        self._blocked: set[str] = set()
         self._late: list[str] = []
         self.wake = asyncio.Event()
 
@@ -94,11 +97,14 @@ class WebhookSender:
                 except Exception as exc:  # noqa: BLE001 - the database may come back: try again
                     outage.failed(exc)
                     claimed = 0
-                if not claimed:
+                if claimed and self._backlog:
+                    # Cut short by the room: more rows are due; let a batch gather.
+                    await asyncio.sleep(self._settings.claim_linger)
+                else:
+                    # Nothing left that a claim could take now: wait for a wake (rows
+                    # written unleased, a full receiver drained) or the next poll.
                     await wait_any(stopping, self.wake, self._settings.poll_interval)
                     self.wake.clear()
-                else:
-                    await asyncio.sleep(self._settings.claim_linger)
         finally:
             await self._drain()
 
@@ -146,10 +152,15 @@ class WebhookSender:
                 held[target] = held.get(target, 0) + 1
             else:
                 overflow.append(row["id"])
+                full.append(target)
         await release(self._engine, webhook_outbox.c.id, overflow, "claimed webhooks")
-        # Rows may be left for later claims when this one was cut short (no room, busy
-        # targets left out, some handed back); a finished delivery then claims again.
-        self._backlog = bool(overflow or full) or len(rows) >= room
+        # Rows left in the outbox for later claims: those of other targets when this claim
+        # was cut short by the room (a finished delivery claims again), and those of full
+        # targets, left out or handed back, which wait for the target's queue here to
+        # drain (`_finished` wakes the claims then). Claiming after each of a full target's
+        # deliveries would find nothing of it, or take and hand back its rows every time.
+        self._backlog = len(rows) >= room
+        self._blocked.update(full)
         return len(rows) - len(overflow)
 
     def admits(self, target: str, pending: int) -> bool:
@@ -197,6 +208,9 @@ class WebhookSender:
             self._start(waiting.popleft())
             if not waiting:
                 del self._waiting[target]
+        if target in self._blocked and target not in self._waiting:
+            self._blocked.discard(target)
+            self.wake.set()
 
     async def _signing(self, account_id: str) -> tuple[str, str]:
         hit, cached = self._secrets.get(account_id)
