@@ -113,6 +113,17 @@ def test_a_long_gsm_message_arrives_in_correct_parts_and_is_delivered(live: Live
         assert (submit["dest_addr_ton"], submit["dest_addr_npi"], submit["registered_delivery"]) == (1, 1, 1)
 
 
+def test_long_messages_sent_together_get_different_concatenation_references(live: Live) -> None:
+    # A handset joins parts by (sender, reference): two long messages to one number with
+    # the same reference could be mixed up. Random per message: six equal ones would mean
+    # the reference comes from something shared, such as the time.
+    uuids = [live.send("447700900209", GSM_LONG) for _ in range(6)]
+    for message_uuid in uuids:
+        live.wait_status(message_uuid, "delivered")
+    refs = {head.ref for head in parts_of(live.submits_to("447700900209"))[0]}
+    assert len(refs) > 1, refs
+
+
 def test_a_long_unicode_message_is_ucs2_without_split_characters(live: Live) -> None:
     message_uuid = live.send("447700900202", UCS2_LONG, sender="447700900999")
     live.wait_status(message_uuid, "delivered")

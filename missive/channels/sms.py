@@ -179,7 +179,9 @@ class SmsChannel:
         pool = found[1]
         text = message.text or ""
         encoding = (message.body.get("sms") or {}).get("encoding_type", "auto")
-        encoded = encode_sms(text, encoding, ref=int(message.uuid[:4], 16) & 0xFF)
+        # The concatenation reference: the uuid's last byte, which is random (a version 7
+        # uuid begins with its time, the same for weeks in its first digits).
+        encoded = encode_sms(text, encoding, ref=int(message.uuid[-2:], 16))
         source, ton, npi = source_address(message.sender, link.config)
         ids = []
         for part in encoded.parts:
