@@ -67,7 +67,8 @@ class SessionDown(Exception):
 
 
 DeliverHandler = Callable[[DeliverSm], Awaitable[None]]
-Response = tuple[int, Any]  # (command_status, decoded PDU or None)
+# (command_status, decoded PDU or None); a submit_sm_resp's is its message_id (str).
+Response = tuple[int, Any]
 
 
 def backoff(failures: int, low: float, high: float) -> float:
@@ -202,9 +203,7 @@ class SmppBind:
             if status == pdus.ESME_RINVBNDSTS:
                 link.shut("the SMSC says we are not bound")
             raise SmppError(status)
-        if resp is None:
-            raise SessionDown("undecodable submit_sm_resp: accepted, but under an unknown id")
-        return pdus.text(resp.message_id)
+        return str(resp)
 
     async def close(self) -> None:
         """Unbind gracefully (waiting briefly for unbind_resp) and stop reconnecting."""
@@ -343,6 +342,21 @@ class SmppBind:
             link.shut(f"reading failed: {exc!r}")
 
     async def _received(self, link: _Link, data: bytes, command_id: int, status: int, sequence: int) -> None:
+        # A message's own PDUs first, through the direct codec (see smpp_pdus).
+        if command_id == pdus.SUBMIT_SM_RESP:
+            self._settle(link, command_id, status, sequence, pdus.submit_resp_id(data))
+            return
+        if command_id == pdus.DELIVER_SM:
+            try:
+                deliver = pdus.decode_deliver_sm(data, self.name)
+            except (ValueError, IndexError) as exc:
+                log.warning("%s: undecodable deliver_sm (seq %d): %r", self.name, sequence, exc)
+                link.write(pdus.encode("generic_nack", sequence, status=pdus.ESME_RINVCMDLEN))
+                return
+            task = asyncio.get_running_loop().create_task(self._deliver(link, deliver))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+            return
         is_response = bool(command_id & pdus.RESPONSE_BIT)
         try:
             pdu = pdus.decode(data)
@@ -356,21 +370,11 @@ class SmppBind:
                 return
             pdu = None  # a response still settles its request, by its status
         if is_response:
-            if command_id == pdus.GENERIC_NACK and not status:
-                status = pdus.ESME_RUNKNOWNERR  # a nack is never a success
-            future = link.pending.get(sequence)
-            if future is not None and not future.done():
-                future.set_result((status, pdu))
-            elif command_id == pdus.GENERIC_NACK:
-                log.warning("%s: generic_nack %s for sequence %d", self.name, pdus.status_name(status), sequence)
+            self._settle(link, command_id, status, sequence, pdu)
             return
         name = pdu.command
         if name == "enquire_link":
             link.write(pdus.encode("enquire_link_resp", sequence))
-        elif name == "deliver_sm":
-            task = asyncio.get_running_loop().create_task(self._deliver(link, pdu))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
         elif name == "unbind":
             await link.send(pdus.encode("unbind_resp", sequence))
             link.shut("unbound by the SMSC")
@@ -379,18 +383,29 @@ class SmppBind:
         else:
             link.write(pdus.encode("generic_nack", sequence, status=pdus.ESME_RINVCMDID))
 
-    async def _deliver(self, link: _Link, pdu: Any) -> None:
+    def _settle(self, link: _Link, command_id: int, status: int, sequence: int, decoded: Any) -> None:
+        """A response settles the request of its sequence number."""
+        if command_id == pdus.GENERIC_NACK and not status:
+            status = pdus.ESME_RUNKNOWNERR  # a nack is never a success
+        future = link.pending.get(sequence)
+        if future is not None and not future.done():
+            future.set_result((status, decoded))
+        elif command_id == pdus.GENERIC_NACK:
+            log.warning("%s: generic_nack %s for sequence %d", self.name, pdus.status_name(status), sequence)
+
+    async def _deliver(self, link: _Link, deliver: pdus.DeliverSm) -> None:
         status = pdus.ESME_ROK
+        sequence = deliver.sequence_number
         try:
-            await self._on_deliver(pdus.to_deliver_sm(pdu, self.name))
+            await self._on_deliver(deliver)
         except Exception:
-            log.exception("%s: deliver_sm handler failed (seq %d); asking for redelivery", self.name, pdu.sequence)
+            log.exception("%s: deliver_sm handler failed (seq %d); asking for redelivery", self.name, sequence)
             status = pdus.ESME_RX_T_APPN
         try:
-            await link.send(pdus.encode("deliver_sm_resp", pdu.sequence, status=status))
+            await link.send(pdus.encode_response(pdus.DELIVER_SM, sequence, status))
         except SessionDown:
             log.warning("%s: deliver_sm seq %d handled but the link is gone; the SMSC will redeliver",
-                        self.name, pdu.sequence)
+                        self.name, sequence)
 
 
 class SmppPool:
