@@ -21,7 +21,6 @@ import contextlib
 import logging
 import random
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,8 @@ from smpplib.exceptions import UnknownCommandError
 
 from missive.observability import metrics
 from missive.sms import smpp_pdus as pdus
+from missive.sms.smpp_link import Link, Response
+from missive.sms.smpp_link import SessionDown as SessionDown  # re-exported, as RETRYABLE
 from missive.sms.smpp_pdus import RETRYABLE as RETRYABLE  # re-exported: the callers' one import
 from missive.sms.smpp_pdus import BindRefused, DeliverSm, SmppError
 
@@ -62,96 +63,11 @@ class BindConfig:
                 raise ValueError(f"{name} is at most {limit - 1} characters in SMPP 3.4")
 
 
-class SessionDown(Exception):
-    """No usable bind, or the connection dropped, or no response in time."""
-
-
 DeliverHandler = Callable[[DeliverSm], Awaitable[None]]
-# (command_status, decoded PDU or None); a submit_sm_resp's is its message_id (str).
-Response = tuple[int, Any]
-
-
 def backoff(failures: int, low: float, high: float) -> float:
     """Exponential from `low`, capped at `high`, jittered over the upper half of it."""
     cap = min(high, low * 2 ** min(failures, 30))
     return random.uniform(max(low, cap / 2), cap)
-
-
-class _Link:
-    """One TCP connection: its pending requests and its window of submit_sm."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, window: int) -> None:
-        self.reader, self.writer = reader, writer
-        self.window = window
-        self.pending: dict[int, asyncio.Future[Response]] = {}
-        self.in_flight = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
-        self.closed = asyncio.Event()
-        self.reason = ""
-        self.bound = False
-
-    @property
-    def load(self) -> int:
-        return self.in_flight + len(self.waiters)
-
-    def write(self, data: bytes) -> None:
-        if self.closed.is_set():
-            raise SessionDown(self.reason)
-        self.writer.write(data)
-
-    async def send(self, data: bytes) -> None:
-        self.write(data)
-        try:
-            await self.writer.drain()
-        except (ConnectionError, OSError) as exc:
-            self.shut(f"write failed: {exc!r}")
-            raise SessionDown(self.reason) from exc
-
-    def expect(self, sequence: int) -> asyncio.Future[Response]:
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self.pending[sequence] = future
-        return future
-
-    async def take_slot(self) -> None:
-        """Wait for room in the window (first come, first served); SessionDown on a drop."""
-        if self.closed.is_set():
-            raise SessionDown(self.reason)
-        if self.in_flight < self.window and not self.waiters:
-            self.in_flight += 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            await waiter  # release() hands its slot over: in_flight is already counted
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release()  # handed a slot while being cancelled: pass it on
-            else:
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(waiter)
-            raise
-
-    def release(self) -> None:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.in_flight -= 1
-
-    def shut(self, reason: str) -> None:
-        """Close once; every pending request and window waiter fails with SessionDown."""
-        if self.closed.is_set():
-            return
-        self.reason, self.bound = reason, False
-        self.closed.set()
-        for future in [*self.pending.values(), *self.waiters]:
-            if not future.done():
-                future.set_exception(SessionDown(reason))
-                future.exception()  # retrieved: no "never retrieved" warning if nobody waits
-        self.pending.clear()
-        self.waiters.clear()
-        self.writer.close()
 
 
 class SmppBind:
@@ -166,7 +82,7 @@ class SmppBind:
         self.last_error: str | None = None
         self._on_deliver = on_deliver
         self._sequence = pdus.Sequence()
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._bound = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -222,7 +138,7 @@ class SmppBind:
             task.cancel()
         await asyncio.gather(*self._deliveries, return_exceptions=True)
 
-    async def _ready_link(self) -> _Link:
+    async def _ready_link(self) -> Link:
         if self._stopping.is_set():
             raise SessionDown(f"{self.name} is closed")
         if not self.bound and not await self.wait_bound(self.config.response_timeout):
@@ -230,7 +146,7 @@ class SmppBind:
         assert self._link is not None
         return self._link
 
-    async def _request(self, link: _Link, name: str, timeout: float | None = None,
+    async def _request(self, link: Link, name: str, timeout: float | None = None,
                        data: bytes | None = None, **fields: Any) -> Response:
         """Send a request (`data` if given, else encoded from `fields`) and await its response."""
         sequence = self._sequence.next_sequence()
@@ -252,7 +168,7 @@ class SmppBind:
         failures = 0
         while not self._stopping.is_set():
             bound_at: float | None = None
-            link: _Link | None = None
+            link: Link | None = None
             reader: asyncio.Task[None] | None = None
             try:
                 link = await self._connect()
@@ -296,7 +212,7 @@ class SmppBind:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
-    async def _connect(self) -> _Link:
+    async def _connect(self) -> Link:
         context: ssl.SSLContext | None = None
         if self.config.tls:
             context = ssl.create_default_context()
@@ -311,9 +227,9 @@ class SmppBind:
             )
         except TimeoutError:
             raise SessionDown(f"connect to {self.config.host}:{self.config.port} timed out") from None
-        return _Link(reader, writer, self.config.window)
+        return Link(reader, writer, self.config.window)
 
-    async def _keep_alive(self, link: _Link) -> None:
+    async def _keep_alive(self, link: Link) -> None:
         """enquire_link every interval until the link closes; a missing response kills it."""
         while True:
             with contextlib.suppress(TimeoutError):
@@ -321,7 +237,7 @@ class SmppBind:
                 return
             await self._request(link, "enquire_link")
 
-    async def _read(self, link: _Link) -> None:
+    async def _read(self, link: Link) -> None:
         try:
             while not link.closed.is_set():
                 head = await link.reader.readexactly(pdus.HEADER_SIZE)
@@ -341,7 +257,7 @@ class SmppBind:
             log.exception("%s: reading failed", self.name)
             link.shut(f"reading failed: {exc!r}")
 
-    async def _received(self, link: _Link, data: bytes, command_id: int, status: int, sequence: int) -> None:
+    async def _received(self, link: Link, data: bytes, command_id: int, status: int, sequence: int) -> None:
         # A message's own PDUs first, through the direct codec (see smpp_pdus).
         if command_id == pdus.SUBMIT_SM_RESP:
             self._settle(link, command_id, status, sequence, pdus.submit_resp_id(data))
@@ -383,7 +299,7 @@ class SmppBind:
         else:
             link.write(pdus.encode("generic_nack", sequence, status=pdus.ESME_RINVCMDID))
 
-    def _settle(self, link: _Link, command_id: int, status: int, sequence: int, decoded: Any) -> None:
+    def _settle(self, link: Link, command_id: int, status: int, sequence: int, decoded: Any) -> None:
         """A response settles the request of its sequence number."""
         if command_id == pdus.GENERIC_NACK and not status:
             status = pdus.ESME_RUNKNOWNERR  # a nack is never a success
@@ -393,7 +309,7 @@ class SmppBind:
         elif command_id == pdus.GENERIC_NACK:
             log.warning("%s: generic_nack %s for sequence %d", self.name, pdus.status_name(status), sequence)
 
-    async def _deliver(self, link: _Link, deliver: pdus.DeliverSm) -> None:
+    async def _deliver(self, link: Link, deliver: pdus.DeliverSm) -> None:
         status = pdus.ESME_ROK
         sequence = deliver.sequence_number
         try:
