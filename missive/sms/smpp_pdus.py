@@ -22,6 +22,7 @@ here rather than in the session:
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,8 +203,8 @@ def decode(data: bytes) -> Any:
     return pdu
 
 
-def _parse_tlvs(pdu: Any, data: bytes) -> None:
-    pos = 0
+def _tlvs(data: bytes, pos: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(tag, value) of each TLV from `pos` to the end; ValueError when one is cut short."""
     while pos < len(data):
         if pos + 4 > len(data):
             raise ValueError("truncated TLV header")
@@ -212,6 +213,11 @@ def _parse_tlvs(pdu: Any, data: bytes) -> None:
         pos += 4 + length
         if len(value) != length:
             raise ValueError(f"truncated TLV 0x{tag:04X}")
+        yield tag, value
+
+
+def _parse_tlvs(pdu: Any, data: bytes) -> None:
+    for tag, value in _tlvs(data):
         name = _TLV_NAMES.get(tag)
         param = pdu.params.get(name) if name else None
         if param is None:
@@ -273,14 +279,7 @@ def decode_deliver_sm(data: bytes, session: str) -> DeliverSm:
         raise ValueError(f"sm_length {sm_length} but {len(short_message)} octets follow")
     pos += 1 + sm_length
     tlvs: dict[str, Any] = {}
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise ValueError("truncated TLV header")
-        tag, length = struct.unpack_from(">HH", data, pos)
-        value = data[pos + 4 : pos + 4 + length]
-        pos += 4 + length
-        if len(value) != length:
-            raise ValueError(f"truncated TLV 0x{tag:04X}")
+    for tag, value in _tlvs(data, pos):
         known = _DELIVER_TLVS.get(tag)
         if known is None:
             continue
