@@ -15,6 +15,7 @@ serialised with orjson).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -44,19 +45,16 @@ async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, 
     """Insert `rows` (dicts with the same keys; a left-out column takes its default)."""
     if not rows:
         return
-    # The columns the rows give: a column left out (an autoincrement id) takes its default.
-    columns = [c for c in table.c if c.name in rows[0]]
     if conn.dialect.name != "postgresql":
+        # The columns the rows give: a column left out (an autoincrement id) takes its default.
+        columns = [c for c in table.c if c.name in rows[0]]
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({marks})"
         values = [_values(c, rows, c.name) for c in columns]
         await conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
         return
-    names = ", ".join(c.name for c in columns)
-    arrays = ", ".join(f"${i}::{_array_type(c, conn)}" for i, c in enumerate(columns, 1))
-    selects = ", ".join(_select(c, f"u.{c.name}") for c in columns)
-    sql = f"INSERT INTO {table.name} ({names}) SELECT {selects} FROM unnest({arrays}) AS u({names})"
-    await conn.exec_driver_sql(sql, tuple(_values(c, rows, c.name) for c in columns))
+    sql, params = _pg_insert(conn, table, rows, 1)
+    await conn.exec_driver_sql(sql, tuple(params))
 
 
 async def update_many(
@@ -66,8 +64,8 @@ async def update_many(
     columns that row names (every row names the same ones), and the `nulls` columns to NULL."""
     if not rows:
         return
-    names = [name for name in rows[0] if name != key]
     if conn.dialect.name != "postgresql":
+        names = [name for name in rows[0] if name != key]
         statement = (
             update(table)
             .where(table.c[key] == bindparam("_key"))
@@ -75,9 +73,64 @@ async def update_many(
         )
         await conn.execute(statement, [{"_key" if k == key else f"_{k}": v for k, v in row.items()} for row in rows])
         return
+    sql, params = _pg_update(conn, table, key, rows, nulls, 1)
+    await conn.exec_driver_sql(sql, tuple(params))
+
+
+Update = tuple[Table, str, list[dict[str, Any]], tuple[str, ...]]  # table, key, rows, nulls
+
+
+async def write_at_once(
+    conn: AsyncConnection, inserts: Sequence[tuple[Table, list[dict[str, Any]]]], updates: Sequence[Update] = ()
+) -> None:
+    """The inserts, then the updates, of `insert_many` and `update_many`.
+
+    On PostgreSQL they go as one statement, the first ones as data-modifying CTEs: one
+    round trip, and atomic on its own, so that a connection in autocommit mode needs no
+    BEGIN and COMMIT around it (two more round trips; see `Batcher(one_statement=True)`).
+    Foreign keys are checked at the end of the statement, after all of its parts. The
+    parts must not touch the same row twice. Elsewhere they run in turn, in the caller's
+    transaction."""
+    if conn.dialect.name != "postgresql":
+        for table, rows in inserts:
+            await insert_many(conn, table, rows)
+        for table, key, rows, nulls in updates:
+            await update_many(conn, table, key, rows, nulls)
+        return
+    parts: list[str] = []
+    params: list[Any] = []
+    for table, rows in inserts:
+        if rows:
+            sql, values = _pg_insert(conn, table, rows, len(params) + 1)
+            parts.append(sql)
+            params.extend(values)
+    for table, key, rows, nulls in updates:
+        if rows:
+            sql, values = _pg_update(conn, table, key, rows, nulls, len(params) + 1)
+            parts.append(sql)
+            params.extend(values)
+    if not parts:
+        return
+    ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1]))
+    await conn.exec_driver_sql(f"WITH {ctes} {parts[-1]}" if ctes else parts[-1], tuple(params))
+
+
+def _pg_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], first: int) -> tuple[str, list[Any]]:
+    columns = [c for c in table.c if c.name in rows[0]]
+    names = ", ".join(c.name for c in columns)
+    arrays = ", ".join(f"${i}::{_array_type(c, conn)}" for i, c in enumerate(columns, first))
+    selects = ", ".join(_select(c, f"u.{c.name}") for c in columns)
+    sql = f"INSERT INTO {table.name} ({names}) SELECT {selects} FROM unnest({arrays}) AS u({names})"
+    return sql, [_values(c, rows, c.name) for c in columns]
+
+
+def _pg_update(
+    conn: AsyncConnection, table: Table, key: str, rows: list[dict[str, Any]], nulls: tuple[str, ...], first: int
+) -> tuple[str, list[Any]]:
+    names = [name for name in rows[0] if name != key]
     columns = [table.c[key]] + [table.c[name] for name in names]
-    arrays = ", ".join(f"${i}::{_array_type(c, conn)}" for i, c in enumerate(columns, 1))
+    arrays = ", ".join(f"${i}::{_array_type(c, conn)}" for i, c in enumerate(columns, first))
     sets = [f"{name} = {_select(table.c[name], f'u.{name}')}" for name in names] + [f"{name} = NULL" for name in nulls]
     sql = (f"UPDATE {table.name} SET {', '.join(sets)} "
            f"FROM unnest({arrays}) AS u({', '.join(c.name for c in columns)}) WHERE {table.name}.{key} = u.{key}")
-    await conn.exec_driver_sql(sql, tuple(_values(c, rows, c.name) for c in columns))
+    return sql, [_values(c, rows, c.name) for c in columns]

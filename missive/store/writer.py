@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from missive.store.bulk import insert_many
+from missive.store.bulk import write_at_once
 from missive.store.faults import describe
 
 log = logging.getLogger("missive.store")
@@ -44,8 +44,12 @@ class Batcher(Generic[T]):
         batch_max: int = 512,
         name: str = "batcher",
         on_committed: Callable[[Any], None] | None = None,
+        one_statement: bool = False,
     ) -> None:
         self._engine = engine
+        # `commit` sends one statement on PostgreSQL (`bulk.write_at_once`): atomic on its
+        # own, it runs in autocommit mode, saving the BEGIN and COMMIT round trips.
+        self._autocommit = one_statement and engine.dialect.name == "postgresql"
         self._commit = commit
         # Called with what `commit` returned, once its transaction has committed.
         self._on_committed = on_committed
@@ -80,6 +84,9 @@ class Batcher(Generic[T]):
         self._queue.put_nowait(pending)
         await pending.done
 
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return _autocommit(self._engine) if self._autocommit else self._engine.begin()
+
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
@@ -87,7 +94,7 @@ class Batcher(Generic[T]):
                 batch.append(self._queue.get_nowait())
             self._committing = True
             try:
-                async with self._engine.begin() as conn:
+                async with self._transaction() as conn:
                     committed = await self._commit(conn, [pending.item for pending in batch])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 log.warning("%s: commit of %d items failed: %s", self._name, len(batch), describe(exc))
@@ -107,6 +114,12 @@ class Batcher(Generic[T]):
                     pending.done.set_result(None)
 
 
+@contextlib.asynccontextmanager
+async def _autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 Rows = dict[Table, list[dict]]
 
 
@@ -115,10 +128,9 @@ class GroupWriter(Batcher[Rows]):
 
     def __init__(self, engine: AsyncEngine, tables: list[Table], batch_max: int = 512) -> None:
         async def insert(conn: AsyncConnection, items: list[Rows]) -> None:
-            for table in tables:
-                await insert_many(conn, table, [row for rows in items for row in rows.get(table, ())])
+            await write_at_once(conn, [(table, [row for rows in items for row in rows.get(table, ())]) for table in tables])
 
-        super().__init__(engine, insert, batch_max, name="group-writer")
+        super().__init__(engine, insert, batch_max, name="group-writer", one_statement=True)
 
     async def write(self, rows: Rows) -> None:
         await self.submit(rows)

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from missive.cache import TTLCache
 from missive.config import Settings
 from missive.observability import metrics
-from missive.store.bulk import insert_many, update_many
+from missive.store.bulk import write_at_once
 from missive.store.claims import claim_due, release
 from missive.store.tables import accounts, webhook_attempts, webhook_outbox
 from missive.store.writer import Batcher
@@ -68,7 +68,7 @@ class WebhookSender:
         self._settings = settings
         self._clock = clock
         self._client: WebhookClient | None = None
-        self._results: Batcher[Attempt] = Batcher(engine, self._record, name="webhook-results")
+        self._results: Batcher[Attempt] = Batcher(engine, self._record, name="webhook-results", one_statement=True)
         self._in_flight: Counter[str] = Counter()
         # Leased rows of targets at their bound, started as their slots free up.
         self._waiting: dict[str, deque[dict[str, Any]]] = {}
@@ -266,10 +266,10 @@ class WebhookSender:
         return answer.status, None
 
     async def _record(self, conn: AsyncConnection, attempts: list[Attempt]) -> None:
-        await insert_many(conn, webhook_attempts, [
+        records = [
             {"webhook_id": a.webhook_id, "at": a.at, "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms}
             for a in attempts
-        ])
+        ]
         updates = []
         for a in attempts:
             if a.ok:
@@ -289,4 +289,5 @@ class WebhookSender:
                     "delivered_at": a.at if a.ok else None,
                 }
             )
-        await update_many(conn, webhook_outbox, "id", updates, nulls=("claimed_until",))
+        # One statement on PostgreSQL, in autocommit (see the Batcher above).
+        await write_at_once(conn, [(webhook_attempts, records)], [(webhook_outbox, "id", updates, ("claimed_until",))])

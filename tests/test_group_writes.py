@@ -1,0 +1,152 @@
+"""Group commits as one statement on PostgreSQL.
+
+A batch of the accept path (messages and their outbox rows) and a batch of webhook
+results (attempt records and outbox updates) go to PostgreSQL as one statement in
+autocommit mode: one round trip where BEGIN, a statement per table and COMMIT took four.
+The statement must still be all or nothing, and the rows the same as table by table.
+On SQLite the same batches run statement by statement in one transaction; both passes
+of the suite run these tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from missive.store.accounts import create_account
+from missive.store.db import make_engine, migrate
+from missive.store.messages import new_message_rows
+from missive.store.tables import messages, outbox, webhook_attempts, webhook_outbox
+from missive.store.writer import GroupWriter, Rows
+from missive.webhooks.outbox import _row
+from missive.webhooks.sender import Attempt, WebhookSender
+from tests.harness import settings_for
+
+SMS = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Missive", "text": "Hello"}
+
+
+def _statements(engine: AsyncEngine) -> list[str]:
+    seen: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda _c, _cur, statement, *_a: seen.append(statement))
+    return seen
+
+
+async def _count(engine: AsyncEngine, table, **where: str) -> int:  # type: ignore[no-untyped-def]
+    query = select(func.count()).select_from(table)
+    for name, value in where.items():
+        query = query.where(table.c[name] == value)
+    async with engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def _accept(data_dir: Path, batches: list[list[Rows]]) -> tuple[list[str], list[BaseException | None], AsyncEngine]:
+    engine = make_engine(settings_for(data_dir))
+    await migrate(engine)
+    writer = GroupWriter(engine, [messages, outbox])
+    writer.start()
+    seen = _statements(engine)
+    outcomes: list[BaseException | None] = []
+    try:
+        for batch in batches:
+            # Submitted together: one commit for the whole batch.
+            results = await asyncio.gather(*(writer.write(rows) for rows in batch), return_exceptions=True)
+            outcomes.extend(r if isinstance(r, BaseException) else None for r in results)
+    finally:
+        await writer.stop()
+    return seen, outcomes, engine
+
+
+def _message(account_id: str) -> tuple[str, Rows]:
+    return new_message_rows(dict(SMS), account_id, None, time.time())
+
+
+def test_an_accepted_batch_is_one_statement_on_postgresql_and_lands_whole(tmp_path: Path) -> None:
+    async def run() -> None:
+        engine = make_engine(settings_for(tmp_path))
+        await migrate(engine)
+        account = await create_account(engine)
+        await engine.dispose()
+        made = [_message(account.id) for _ in range(5)]
+        seen, outcomes, engine = await _accept(tmp_path, [[rows for _uuid, rows in made]])
+        try:
+            assert outcomes == [None] * 5
+            writes = [s for s in seen if s.lstrip().upper().startswith(("INSERT", "WITH"))]
+            if engine.dialect.name == "postgresql":
+                assert len(writes) == 1, writes
+                assert writes[0].startswith("WITH ")
+            else:
+                assert len(writes) == 2, writes
+            for uuid, _rows in made:
+                assert await _count(engine, messages, uuid=uuid) == 1
+                assert await _count(engine, outbox, message_uuid=uuid) == 1
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_a_batch_that_fails_in_its_last_table_leaves_nothing_of_the_first(tmp_path: Path) -> None:
+    async def run() -> None:
+        engine = make_engine(settings_for(tmp_path))
+        await migrate(engine)
+        account = await create_account(engine)
+        await engine.dispose()
+        first_uuid, first = _message(account.id)
+        second_uuid, second = _message(account.id)
+        # The second batch's outbox row repeats the first's primary key: its messages
+        # insert is fine on its own, its outbox insert is not.
+        clash = {table: [dict(row) for row in rows] for table, rows in second.items()}
+        clash[outbox][0]["message_uuid"] = first_uuid
+        _seen, outcomes, engine = await _accept(tmp_path, [[first], [clash]])
+        try:
+            assert outcomes[0] is None
+            assert outcomes[1] is not None
+            assert await _count(engine, messages, uuid=first_uuid) == 1
+            assert await _count(engine, messages, uuid=second_uuid) == 0
+            assert await _count(engine, outbox) == 1
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_webhook_results_record_the_attempt_and_move_the_row_together(tmp_path: Path, ok: bool) -> None:
+    async def run() -> None:
+        settings = settings_for(tmp_path)
+        engine = make_engine(settings)
+        await migrate(engine)
+        account = await create_account(engine)
+        now = time.time()
+        row = _row("status", account.id, None, "m-1", "http://127.0.0.1:9/status", "POST", {"status": "delivered"}, now)
+        row["claimed_until"] = now + 60
+        writer = GroupWriter(engine, [webhook_outbox])
+        writer.start()
+        await writer.write({webhook_outbox: [row]})
+        await writer.stop()
+        sender = WebhookSender(engine, settings)
+        seen = _statements(engine)
+        attempt = Attempt(row["id"], now + 1, 12.5, 200 if ok else 500, None, 1, now)
+        try:
+            async with engine.begin() as conn:
+                await sender._record(conn, [attempt])
+            writes = [s for s in seen if s.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH"))]
+            assert len(writes) == (1 if engine.dialect.name == "postgresql" else 2), writes
+            async with engine.connect() as conn:
+                hook = (await conn.execute(select(webhook_outbox).where(webhook_outbox.c.id == row["id"]))).one()
+                tries = (await conn.execute(select(webhook_attempts).where(webhook_attempts.c.webhook_id == row["id"]))).all()
+            assert hook.state == ("delivered" if ok else "pending")
+            assert hook.attempts == 1
+            assert hook.claimed_until is None
+            assert hook.last_status_code == (200 if ok else 500)
+            assert hook.delivered_at == (now + 1 if ok else None)
+            assert [(t.status_code, t.duration_ms) for t in tries] == [(200 if ok else 500, 12.5)]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
