@@ -7,10 +7,10 @@ On PostgreSQL a batch goes as one statement over arrays, one array per column:
 
 asyncpg's executemany sends and PostgreSQL executes one statement per row; measured on
 the end-to-end bench, it took a sixth of a dispatcher's CPU. On SQLite, whose driver
-runs executemany in C in one call, the rows go as an executemany of the driver's own
-statement, rows as tuples: SQLAlchemy's per-row parameter processing cost more than the
-insert itself on the accept path (the rows are plain values we built; JSON columns are
-serialised with orjson).
+runs executemany in C in one call, inserts and updates go as an executemany of the
+driver's own statement, rows as tuples: SQLAlchemy's per-row parameter processing cost
+more than the insert itself on the accept path (the rows are plain values we built; JSON
+columns are serialised with orjson).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Column, Table, bindparam, update
+from sqlalchemy import JSON, Column, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -66,12 +66,10 @@ async def update_many(
         return
     if conn.dialect.name != "postgresql":
         names = [name for name in rows[0] if name != key]
-        statement = (
-            update(table)
-            .where(table.c[key] == bindparam("_key"))
-            .values({name: bindparam(f"_{name}") for name in names} | dict.fromkeys(nulls))
-        )
-        await conn.execute(statement, [{"_key" if k == key else f"_{k}": v for k, v in row.items()} for row in rows])
+        sets = [f"{name} = ?" for name in names] + [f"{name} = NULL" for name in nulls]
+        sql = f"UPDATE {table.name} SET {', '.join(sets)} WHERE {key} = ?"
+        values = [_values(table.c[name], rows, name) for name in [*names, key]]
+        await conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
         return
     sql, params = _pg_update(conn, table, key, rows, nulls, 1)
     await conn.exec_driver_sql(sql, tuple(params))
