@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table
@@ -28,12 +27,6 @@ from missive.store.faults import describe
 log = logging.getLogger("missive.store")
 
 T = TypeVar("T")
-
-
-@dataclass
-class _Pending(Generic[T]):
-    item: T
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Batcher(Generic[T]):
@@ -55,7 +48,8 @@ class Batcher(Generic[T]):
         self._on_committed = on_committed
         self._batch_max = batch_max
         self._name = name
-        self._queue: asyncio.Queue[_Pending[T]] = asyncio.Queue()
+        # Each item with the future its caller waits on.
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._committing = False
 
@@ -80,9 +74,9 @@ class Batcher(Generic[T]):
         """Return once `item` is committed; raise what the commit raised otherwise."""
         if self._task is None or self._task.done():
             raise RuntimeError(f"the {self._name} is not running")
-        pending = _Pending(item)
-        self._queue.put_nowait(pending)
-        await pending.done
+        done = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((item, done))
+        await done
 
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         return _autocommit(self._engine) if self._autocommit else self._engine.begin()
@@ -95,12 +89,12 @@ class Batcher(Generic[T]):
             self._committing = True
             try:
                 async with self._transaction() as conn:
-                    committed = await self._commit(conn, [pending.item for pending in batch])
+                    committed = await self._commit(conn, [item for item, _done in batch])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 log.warning("%s: commit of %d items failed: %s", self._name, len(batch), describe(exc))
-                for pending in batch:
-                    if not pending.done.done():
-                        pending.done.set_exception(exc)
+                for _item, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
                 continue
             finally:
                 self._committing = False
@@ -109,9 +103,9 @@ class Batcher(Generic[T]):
                     self._on_committed(committed)
                 except Exception:  # the work is committed: its callers' answer stands
                     log.exception("%s: after the commit", self._name)
-            for pending in batch:
-                if not pending.done.done():
-                    pending.done.set_result(None)
+            for _item, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
 
 @contextlib.asynccontextmanager
