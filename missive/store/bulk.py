@@ -16,6 +16,7 @@ columns are serialised with orjson).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -37,6 +38,26 @@ def _values(column: Column[Any], rows: list[dict[str, Any]], key: str) -> list[A
     return values
 
 
+def _tuples(columns: list[Column[Any]], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The rows as tuples in the order of `columns`, JSON columns as text."""
+    names = [c.name for c in columns]
+    jsons = [i for i, c in enumerate(columns) if isinstance(c.type, JSON)]
+    try:
+        tuples = [(row[names[0]],) for row in rows] if len(names) == 1 else list(map(itemgetter(*names), rows))
+    except KeyError:  # a row leaves a column out: NULL, as with `_values`
+        tuples = [tuple(row.get(name) for name in names) for row in rows]
+    if not jsons:
+        return tuples
+    out = []
+    for values in tuples:
+        listed = list(values)
+        for i in jsons:
+            if listed[i] is not None:
+                listed[i] = orjson.dumps(listed[i]).decode()
+        out.append(tuple(listed))
+    return out
+
+
 def _select(column: Column[Any], alias: str) -> str:
     return f"{alias}::json" if isinstance(column.type, JSON) else alias
 
@@ -50,8 +71,7 @@ async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, 
         columns = [c for c in table.c if c.name in rows[0]]
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({marks})"
-        values = [_values(c, rows, c.name) for c in columns]
-        await conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
+        await conn.exec_driver_sql(sql, _tuples(columns, rows))
         return
     sql, params = _pg_insert(conn, table, rows, 1)
     await conn.exec_driver_sql(sql, tuple(params))
@@ -68,8 +88,7 @@ async def update_many(
         names = [name for name in rows[0] if name != key]
         sets = [f"{name} = ?" for name in names] + [f"{name} = NULL" for name in nulls]
         sql = f"UPDATE {table.name} SET {', '.join(sets)} WHERE {key} = ?"
-        values = [_values(table.c[name], rows, name) for name in [*names, key]]
-        await conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
+        await conn.exec_driver_sql(sql, _tuples([table.c[name] for name in [*names, key]], rows))
         return
     sql, params = _pg_update(conn, table, key, rows, nulls, 1)
     await conn.exec_driver_sql(sql, tuple(params))

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from missive.store.bulk import insert_many, update_many
 from missive.store.tables import message_events, messages
 
+_ROW = [column for column in messages.c if column.name != "body"]
+
 RANK = {"accepted": 0, "submitted": 1, "delivered": 2, "rejected": 2, "undeliverable": 2, "read": 3}
 FINAL = ("read", "rejected", "undeliverable")
 
@@ -45,7 +47,9 @@ async def apply_changes(
     """Record `changes`; return those that moved their message, with the message row."""
     if not changes:
         return []
-    query = select(messages).where(messages.c.uuid.in_({c.message_uuid for c in changes}))
+    # Every column but the request body: what follows a move (webhooks, workflows,
+    # metrics) never reads it, and decoding it was a good part of this query's cost.
+    query = select(*_ROW).where(messages.c.uuid.in_({c.message_uuid for c in changes}))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     current = {row.uuid: dict(row._mapping) for row in await conn.execute(query)}
