@@ -7,11 +7,12 @@ from pathlib import Path
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from missive.config import Settings
 from missive.secrets_box import Keyring, attach
+from missive.store import sqlite_driver
 from missive.store.locks import lock_name
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,11 +34,17 @@ def _engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = make_url(url).database
+        one_hop = {}
+        if database and database != ":memory:" and not make_url(url).query:
+            # aiosqlite with one thread hop per statement (missive/store/sqlite_driver.py).
+            one_hop = {"async_creator": sqlite_driver.connector(database, timeout=settings.sqlite_busy_timeout)}
         engine = create_async_engine(
             url,
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
             connect_args={"timeout": settings.sqlite_busy_timeout},
+            **one_hop,
             # One connection: the process's transactions queue for it in the event loop,
             # first come first served. With several, each BEGIN IMMEDIATE that found the
             # writer lock taken slept in SQLite's busy handler (1, 2, 5 ... 100 ms) long

@@ -1,0 +1,94 @@
+"""The SQLite driver: one thread hop per statement, the same results as aiosqlite's.
+
+Hops are counted where the driver hands work to its thread (aiosqlite's `_execute`):
+through SQLAlchemy, stock aiosqlite took four per statement (cursor, execute, fetch,
+close) and one more for the rollback at every checkout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from sqlalchemy import insert, select, text, update
+
+from missive.store import sqlite_driver
+from missive.store.db import make_engine, migrate
+from missive.store.tables import webhook_attempts
+from tests.harness import POSTGRES_URL, settings_for
+
+pytestmark = pytest.mark.skipif(bool(POSTGRES_URL), reason="the SQLite driver: SQLite pass only")
+
+
+def _attempt(webhook_id: str, code: int) -> dict:
+    return {"webhook_id": webhook_id, "at": 1.0, "status_code": code, "error": None, "duration_ms": 2.5}
+
+
+def test_a_statement_is_one_hop_and_a_closed_transaction_needs_no_rollback(tmp_path: Path) -> None:
+    async def run() -> None:
+        engine = make_engine(settings_for(tmp_path))
+        await migrate(engine)
+        hops = 0
+        try:
+            async with engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert isinstance(driver, sqlite_driver.Connection)
+                handed = driver._execute
+
+                async def counted(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+                    nonlocal hops
+                    hops += 1
+                    return await handed(fn, *args, **kwargs)
+
+                driver._execute = counted  # type: ignore[method-assign]
+                await conn.rollback()
+            hops = 0
+            async with engine.begin() as conn:
+                await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
+                rows = (await conn.execute(select(webhook_attempts.c.webhook_id))).all()
+            # BEGIN IMMEDIATE, the insert, the select, COMMIT; no rollback at checkin.
+            assert hops == 4
+            assert [r.webhook_id for r in rows] == ["w-1"]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_results_rowcounts_ids_and_errors_are_those_of_sqlite(tmp_path: Path) -> None:
+    async def run() -> None:
+        engine = make_engine(settings_for(tmp_path))
+        await migrate(engine)
+        try:
+            async with engine.begin() as conn:
+                first = await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 500)))
+                second = await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
+                assert second.inserted_primary_key[0] == first.inserted_primary_key[0] + 1
+                await conn.execute(insert(webhook_attempts), [_attempt(f"w-{i}", 200) for i in range(2, 7)])
+                changed = await conn.execute(
+                    update(webhook_attempts).where(webhook_attempts.c.status_code == 200).values(error="seen")
+                )
+                assert changed.rowcount == 6
+            async with engine.connect() as conn:
+                result = await conn.execute(select(webhook_attempts.c.webhook_id).order_by(webhook_attempts.c.id))
+                assert [r.webhook_id for r in result.fetchmany(3)] == ["w-1", "w-1", "w-2"]
+                assert result.fetchone().webhook_id == "w-3"
+                assert [r.webhook_id for r in result.fetchall()] == ["w-4", "w-5", "w-6"]
+                assert (await conn.execute(text("SELECT count(*) FROM webhook_attempts WHERE id < 0"))).scalar_one() == 0
+                empty = await conn.execute(text("SELECT id FROM webhook_attempts WHERE id < 0"))
+                assert empty.keys() == ["id"] and empty.all() == []
+            with pytest.raises(sqlalchemy.exc.OperationalError):
+                async with engine.connect() as conn:
+                    await conn.execute(text("SELECT no_such_column FROM webhook_attempts"))
+            with pytest.raises(sqlalchemy.exc.IntegrityError):
+                async with engine.begin() as conn:
+                    await conn.execute(insert(webhook_attempts).values(id=1, **_attempt("w-dup", 200)))
+            async with engine.connect() as conn:
+                # The failed transaction left nothing and the connection still works.
+                assert (await conn.execute(text("SELECT count(*) FROM webhook_attempts"))).scalar_one() == 7
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
