@@ -61,17 +61,22 @@ async def _accept(data_dir: Path, batches: list[list[Rows]]) -> tuple[list[str],
     return seen, outcomes, engine
 
 
+async def _new_account(data_dir: Path) -> str:
+    engine = make_engine(settings_for(data_dir))
+    await migrate(engine)
+    account = await create_account(engine)
+    await engine.dispose()
+    return account.id
+
+
 def _message(account_id: str) -> tuple[str, Rows]:
     return new_message_rows(dict(SMS), account_id, None, time.time())
 
 
 def test_an_accepted_batch_is_one_statement_on_postgresql_and_lands_whole(tmp_path: Path) -> None:
     async def run() -> None:
-        engine = make_engine(settings_for(tmp_path))
-        await migrate(engine)
-        account = await create_account(engine)
-        await engine.dispose()
-        made = [_message(account.id) for _ in range(5)]
+        account_id = await _new_account(tmp_path)
+        made = [_message(account_id) for _ in range(5)]
         seen, outcomes, engine = await _accept(tmp_path, [[rows for _uuid, rows in made]])
         try:
             assert outcomes == [None] * 5
@@ -92,12 +97,9 @@ def test_an_accepted_batch_is_one_statement_on_postgresql_and_lands_whole(tmp_pa
 
 def test_a_batch_that_fails_in_its_last_table_leaves_nothing_of_the_first(tmp_path: Path) -> None:
     async def run() -> None:
-        engine = make_engine(settings_for(tmp_path))
-        await migrate(engine)
-        account = await create_account(engine)
-        await engine.dispose()
-        first_uuid, first = _message(account.id)
-        second_uuid, second = _message(account.id)
+        account_id = await _new_account(tmp_path)
+        first_uuid, first = _message(account_id)
+        second_uuid, second = _message(account_id)
         # The second batch's outbox row repeats the first's primary key: its messages
         # insert is fine on its own, its outbox insert is not.
         clash = {table: [dict(row) for row in rows] for table, rows in second.items()}
