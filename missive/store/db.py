@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 from alembic import command
@@ -34,11 +35,11 @@ def _engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = make_url(url).database
-        one_hop = {}
-        if database and database != ":memory:" and not make_url(url).query:
+        parsed = make_url(url)
+        one_hop: dict[str, Any] = {}
+        if parsed.database and parsed.database != ":memory:" and not parsed.query:
             # aiosqlite with one thread hop per statement (missive/store/sqlite_driver.py).
-            one_hop = {"async_creator": sqlite_driver.connector(database, timeout=settings.sqlite_busy_timeout)}
+            one_hop["async_creator"] = sqlite_driver.connector(parsed.database, timeout=settings.sqlite_busy_timeout)
         engine = create_async_engine(
             url,
             json_serializer=_json_dumps,

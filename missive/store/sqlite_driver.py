@@ -17,6 +17,7 @@ transaction: ~200 us and 18 context switches.
 from __future__ import annotations
 
 import sqlite3
+from collections import deque
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -49,7 +50,7 @@ class Cursor:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._rows: list[Any] = []
+        self._rows: deque[Any] = deque()
         self.description: Any = None
         self.rowcount = -1
         self.lastrowid: int | None = None
@@ -59,7 +60,7 @@ class Cursor:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        self._rows = []
+        self._rows.clear()
 
     async def execute(self, sql: str, parameters: Any = None) -> Cursor:
         self._take(await self._conn._execute(_run, self._conn, sql, parameters, False))
@@ -70,22 +71,23 @@ class Cursor:
         return self
 
     def _take(self, result: _Result) -> None:
-        self.description, self._rows, self.rowcount, self.lastrowid = result
+        self.description, rows, self.rowcount, self.lastrowid = result
+        self._rows = deque(rows)
 
     async def fetchone(self) -> Any:
-        return self._rows.pop(0) if self._rows else None
+        return self._rows.popleft() if self._rows else None
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
-        size = self.arraysize if size is None else size
-        taken, self._rows = self._rows[:size], self._rows[size:]
-        return taken
+        count = min(self.arraysize if size is None else size, len(self._rows))
+        return [self._rows.popleft() for _ in range(count)]
 
     async def fetchall(self) -> list[Any]:
-        taken, self._rows = self._rows, []
+        taken = list(self._rows)
+        self._rows.clear()
         return taken
 
     async def close(self) -> None:
-        self._rows = []
+        self._rows.clear()
 
 
 class Connection(aiosqlite.Connection):
