@@ -31,10 +31,19 @@ def _array_type(column: Column[Any], conn: AsyncConnection) -> str:
     return f"{column.type.compile(dialect=conn.dialect)}[]"
 
 
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _given_columns(table: Table, rows: list[dict[str, Any]]) -> list[Column[Any]]:
+    # The columns the rows give: a column left out (an autoincrement id) takes its default.
+    return [c for c in table.c if c.name in rows[0]]
+
+
 def _values(column: Column[Any], rows: list[dict[str, Any]], key: str) -> list[Any]:
     values = [row.get(key) for row in rows]
     if isinstance(column.type, JSON):
-        return [None if v is None else orjson.dumps(v).decode() for v in values]
+        return [_json_text(v) for v in values]
     return values
 
 
@@ -52,8 +61,7 @@ def _tuples(columns: list[Column[Any]], rows: list[dict[str, Any]]) -> list[tupl
     for values in tuples:
         listed = list(values)
         for i in jsons:
-            if listed[i] is not None:
-                listed[i] = orjson.dumps(listed[i]).decode()
+            listed[i] = _json_text(listed[i])
         out.append(tuple(listed))
     return out
 
@@ -67,8 +75,7 @@ async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, 
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        # The columns the rows give: a column left out (an autoincrement id) takes its default.
-        columns = [c for c in table.c if c.name in rows[0]]
+        columns = _given_columns(table, rows)
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({marks})"
         await conn.exec_driver_sql(sql, _tuples(columns, rows))
@@ -133,7 +140,7 @@ async def write_at_once(
 
 
 def _pg_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], first: int) -> tuple[str, list[Any]]:
-    columns = [c for c in table.c if c.name in rows[0]]
+    columns = _given_columns(table, rows)
     names = ", ".join(c.name for c in columns)
     arrays = ", ".join(f"${i}::{_array_type(c, conn)}" for i, c in enumerate(columns, first))
     selects = ", ".join(_select(c, f"u.{c.name}") for c in columns)

@@ -48,7 +48,7 @@ async def apply_changes(
     if not changes:
         return []
     # Every column but the request body: what follows a move (webhooks, workflows,
-    # metrics) never reads it, and decoding it was a good part of this query's cost.
+    # metrics) never reads it, so it is neither fetched nor decoded.
     query = select(*_ROW).where(messages.c.uuid.in_({c.message_uuid for c in changes}))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()

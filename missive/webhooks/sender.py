@@ -289,5 +289,5 @@ class WebhookSender:
                     "delivered_at": a.at if a.ok else None,
                 }
             )
-        # One statement on PostgreSQL, in autocommit (see the Batcher above).
+        # One statement on PostgreSQL, in autocommit (`one_statement=True` in __init__).
         await write_at_once(conn, [(webhook_attempts, records)], [(webhook_outbox, "id", updates, ("claimed_until",))])
