@@ -195,9 +195,17 @@ class Dispatcher:
             await asyncio.sleep(0.01)
             return 0
         now = self._clock()
-        async with self._engine.begin() as conn:
-            rows = await claim_due(conn, outbox, outbox.c.message_uuid, now, self._settings.lease_seconds, min(room, CLAIM_BATCH))
-            found = await _messages(conn, [r["message_uuid"] for r in rows])
+        room = min(room, CLAIM_BATCH)
+        # The room is held while the claim runs: messages accepted meanwhile (`reserve`)
+        # must not take the same slots, or more than the in-flight limit would be sent
+        # and unrecorded at once (what a crash then sends twice).
+        self._reserved += room
+        try:
+            async with self._engine.begin() as conn:
+                rows = await claim_due(conn, outbox, outbox.c.message_uuid, now, self._settings.lease_seconds, room)
+                found = await _messages(conn, [r["message_uuid"] for r in rows])
+        finally:
+            self._reserved -= room
         for row in rows:
             message = found.get(row["message_uuid"])
             if message is not None:
