@@ -85,7 +85,9 @@ def test_an_accepted_batch_is_one_statement_on_postgresql_and_lands_whole(tmp_pa
                 assert len(writes) == 1, writes
                 assert writes[0].startswith("WITH ")
             else:
-                assert len(writes) == 2, writes
+                # Deferred by the driver: sent in the commit's thread hop, not through
+                # SQLAlchemy (tests/test_sqlite_driver.py counts the hops).
+                assert writes == [], writes
             for uuid, _rows in made:
                 assert await _count(engine, messages, uuid=uuid) == 1
                 assert await _count(engine, outbox, message_uuid=uuid) == 1
@@ -138,7 +140,8 @@ def test_webhook_results_record_the_attempt_and_move_the_row_together(tmp_path: 
             async with engine.begin() as conn:
                 await sender._record(conn, [attempt])
             writes = [s for s in seen if s.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH"))]
-            assert len(writes) == (1 if engine.dialect.name == "postgresql" else 2), writes
+            # One statement on PostgreSQL; on SQLite both are deferred to the commit's hop.
+            assert len(writes) == (1 if engine.dialect.name == "postgresql" else 0), writes
             async with engine.connect() as conn:
                 hook = (await conn.execute(select(webhook_outbox).where(webhook_outbox.c.id == row["id"]))).one()
                 tries = (await conn.execute(select(webhook_attempts).where(webhook_attempts.c.webhook_id == row["id"]))).all()

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive.store import sqlite_driver
+from missive.store.bulk import insert_many, update_many
 from missive.store.db import make_engine, migrate
 from missive.store.tables import webhook_attempts
 from tests.harness import POSTGRES_URL, settings_for
@@ -26,31 +28,77 @@ def _attempt(webhook_id: str, code: int) -> dict:
     return {"webhook_id": webhook_id, "at": 1.0, "status_code": code, "error": None, "duration_ms": 2.5}
 
 
+async def _count_hops(engine: AsyncEngine) -> list[int]:
+    """A one-item list counting the hops of the engine's one connection from now on."""
+    hops = [0]
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, sqlite_driver.Connection)
+        handed = driver._execute
+
+        async def counted(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+            hops[0] += 1
+            return await handed(fn, *args, **kwargs)
+
+        driver._execute = counted  # type: ignore[method-assign]
+        await conn.rollback()
+    hops[0] = 0
+    return hops
+
+
 def test_a_statement_is_one_hop_and_a_closed_transaction_needs_no_rollback(tmp_path: Path) -> None:
     async def run() -> None:
         engine = make_engine(settings_for(tmp_path))
         await migrate(engine)
-        hops = 0
         try:
-            async with engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                assert isinstance(driver, sqlite_driver.Connection)
-                handed = driver._execute
-
-                async def counted(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-                    nonlocal hops
-                    hops += 1
-                    return await handed(fn, *args, **kwargs)
-
-                driver._execute = counted  # type: ignore[method-assign]
-                await conn.rollback()
-            hops = 0
+            hops = await _count_hops(engine)
             async with engine.begin() as conn:
                 await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
                 rows = (await conn.execute(select(webhook_attempts.c.webhook_id))).all()
-            # BEGIN IMMEDIATE, the insert, the select, COMMIT; no rollback at checkin.
-            assert hops == 4
+            # The insert (with the deferred BEGIN IMMEDIATE), the select, COMMIT; no
+            # rollback at checkin.
+            assert hops[0] == 3
             assert [r.webhook_id for r in rows] == ["w-1"]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_batched_writes_go_with_the_next_statement_or_the_commit(tmp_path: Path) -> None:
+    async def run() -> None:
+        engine = make_engine(settings_for(tmp_path))
+        await migrate(engine)
+        try:
+            hops = await _count_hops(engine)
+            async with engine.begin() as conn:
+                await insert_many(conn, webhook_attempts, [_attempt(f"w-{i}", 500) for i in range(3)])
+                await update_many(conn, webhook_attempts, "webhook_id", [{"webhook_id": "w-1", "status_code": 200}])
+                assert hops[0] == 0
+            # BEGIN, the insert, the update and COMMIT in one hop.
+            assert hops[0] == 1
+            async with engine.begin() as conn:
+                await insert_many(conn, webhook_attempts, [_attempt("w-3", 200)])
+                # A read sees the writes before it: they go first, in its hop.
+                codes = dict((await conn.execute(select(webhook_attempts.c.webhook_id, webhook_attempts.c.status_code))).all())
+                assert hops[0] == 2
+            assert codes == {"w-0": 500, "w-1": 200, "w-2": 500, "w-3": 200}
+            # A deferred write that fails fails its transaction, at the commit, and
+            # leaves nothing of it.
+            with pytest.raises(sqlalchemy.exc.IntegrityError):
+                async with engine.begin() as conn:
+                    await insert_many(conn, webhook_attempts, [_attempt("w-4", 200)])
+                    await insert_many(conn, webhook_attempts, [{"id": 1, **_attempt("w-dup", 200)}])
+            # Rolled back before it ran: nothing is written, nothing is sent.
+            before = hops[0]
+            async with engine.connect() as conn:
+                await conn.begin()
+                await insert_many(conn, webhook_attempts, [_attempt("w-5", 200)])
+                await conn.rollback()
+            assert hops[0] == before
+            async with engine.connect() as conn:
+                ids = (await conn.execute(select(webhook_attempts.c.webhook_id))).scalars().all()
+            assert sorted(ids) == ["w-0", "w-1", "w-2", "w-3"]
         finally:
             await engine.dispose()
 

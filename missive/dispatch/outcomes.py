@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.channels.base import FollowUp
 from missive.dispatch.link_events import rematch
 from missive.dispatch.recording import record_statuses
 from missive.sms.deliveries import ref_forms
-from missive.store.bulk import insert_many, update_many
+from missive.store.bulk import delete_many, insert_many, update_many
 from missive.store.statuses import StatusChange
 from missive.store.tables import outbox, provider_refs, timers
 from missive.webhooks.outbox import WebhookTargets
@@ -46,8 +45,7 @@ async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcome
     done = [o for o in outcomes if o.retry_at is None]
     sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
     retries = [o for o in outcomes if o.retry_at is not None]
-    if done:
-        await conn.execute(delete(outbox).where(outbox.c.message_uuid.in_([o.message_uuid for o in done])))
+    await delete_many(conn, outbox, "message_uuid", [o.message_uuid for o in done])
     await update_many(
         conn, outbox, "message_uuid",
         [{"message_uuid": o.message_uuid, "due_at": o.retry_at, "attempts": o.attempts, "last_error": o.error} for o in retries],

@@ -23,6 +23,8 @@ import orjson
 from sqlalchemy import JSON, Column, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from missive.store import sqlite_driver
+
 
 def _array_type(column: Column[Any], conn: AsyncConnection) -> str:
     # JSON travels as text, cast back per element.
@@ -70,6 +72,17 @@ def _select(column: Column[Any], alias: str) -> str:
     return f"{alias}::json" if isinstance(column.type, JSON) else alias
 
 
+async def _sqlite_many(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    # Inside a transaction on Missive's SQLite driver the write is deferred: it goes in
+    # the same thread hop as the transaction's next statement or its commit
+    # (store/sqlite_driver.py). Nothing reads an executemany's result here.
+    driver = sqlite_driver.deferring(conn.sync_connection.connection.dbapi_connection) if conn.in_transaction() else None
+    if driver is None:
+        await conn.exec_driver_sql(sql, rows)
+    else:
+        driver.defer(sql, rows, many=True)
+
+
 async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert `rows` (dicts with the same keys; a left-out column takes its default)."""
     if not rows:
@@ -78,7 +91,7 @@ async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, 
         columns = _given_columns(table, rows)
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({marks})"
-        await conn.exec_driver_sql(sql, _tuples(columns, rows))
+        await _sqlite_many(conn, sql, _tuples(columns, rows))
         return
     sql, params = _pg_insert(conn, table, rows, 1)
     await conn.exec_driver_sql(sql, tuple(params))
@@ -95,10 +108,21 @@ async def update_many(
         names = [name for name in rows[0] if name != key]
         sets = [f"{name} = ?" for name in names] + [f"{name} = NULL" for name in nulls]
         sql = f"UPDATE {table.name} SET {', '.join(sets)} WHERE {key} = ?"
-        await conn.exec_driver_sql(sql, _tuples([table.c[name] for name in [*names, key]], rows))
+        await _sqlite_many(conn, sql, _tuples([table.c[name] for name in [*names, key]], rows))
         return
     sql, params = _pg_update(conn, table, key, rows, nulls, 1)
     await conn.exec_driver_sql(sql, tuple(params))
+
+
+async def delete_many(conn: AsyncConnection, table: Table, key: str, values: list[Any]) -> None:
+    """Delete the rows of `table` whose `key` column is one of `values`."""
+    if not values:
+        return
+    if conn.dialect.name != "postgresql":
+        await _sqlite_many(conn, f"DELETE FROM {table.name} WHERE {key} = ?", [(v,) for v in values])
+        return
+    column = table.c[key]
+    await conn.exec_driver_sql(f"DELETE FROM {table.name} WHERE {key} = ANY($1::{_array_type(column, conn)})", (values,))
 
 
 Update = tuple[Table, str, list[dict[str, Any]], tuple[str, ...]]  # table, key, rows, nulls

@@ -79,7 +79,11 @@ def _engine(settings: Settings) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            driver = sqlite_driver.deferring(conn.connection.dbapi_connection)
+            if driver is None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:  # sent with the transaction's first statement
+                driver.defer("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(
