@@ -13,6 +13,7 @@ outermost first; with --threads the first frame names the thread.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -40,7 +41,7 @@ def record(pid: int, seconds: int, output: Path, prefix: list[str]) -> None:
         raise RuntimeError("py-spy is not installed: pip install py-spy")
     command = [
         *prefix, py_spy, "record", "--pid", str(pid), "--duration", str(seconds),
-        "--rate", "200", "--gil", "--threads", "--format", "raw", "--output", str(output),
+        "--rate", "200", "--gil", *os.environ.get("PYSPY_FLAGS", "").split(), "--threads", "--format", "raw", "--output", str(output),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not output.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from missive.api import (
     applications,
     channels,
+    direct,
     docs,
     health,
     inbound_messenger,
@@ -62,6 +64,31 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
+# Exception type -> the handler of its answer, for Starlette and for `direct.serve`.
+EXCEPTION_HANDLERS: dict[Any, direct.Handler] = {
+    ProblemError: on_problem,
+    HTTPException: on_http_exception,
+    ClientDisconnect: on_client_gone,
+    # Database faults (503/507) answered here, not re-raised past the answer as the
+    # catch-all's are: the server would then drop the connection, unread body and all.
+    **dict.fromkeys(FAULT_TYPES, on_unexpected),
+    Exception: on_unexpected,
+}
+
+
+class Missive(Starlette):
+    """Starlette, with the send endpoints served before its middleware (api/direct.py)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = messages.SENDS.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                await direct.serve(endpoint, EXCEPTION_HANDLERS, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -83,17 +110,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             await engine.dispose()
             metrics.process_stopped()
 
-    app = Starlette(
+    app = Missive(
         routes=[*messages.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes, *health.routes],
-        exception_handlers={
-            ProblemError: on_problem,
-            HTTPException: on_http_exception,
-            ClientDisconnect: on_client_gone,
-            # Database faults (503/507) answered here, not re-raised past the answer as the
-            # catch-all's are: the server would then drop the connection, unread body and all.
-            **dict.fromkeys(FAULT_TYPES, on_unexpected),
-            Exception: on_unexpected,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.add_middleware(TrailingSlash)
