@@ -1,7 +1,7 @@
 """The baseline for bench/accept.py: the same stack as `missive serve`, doing nothing.
 
-Starlette served by uvicorn with the options `missive serve` uses (uvloop, httptools,
-no access log, one worker). It answers every POST /v1/messages with 202 and a small
+Starlette served by uvicorn with the options `missive serve` uses (uvloop, httptools
+with each answer written in one send, no access log, one worker). It answers every POST /v1/messages with 202 and a small
 JSON body, so the ratio missive/bare is what Missive's own work costs.
 
     python bench/bare_app.py --port 8081
@@ -38,7 +38,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http="missive.api.joined_writes:JoinedWritesProtocol",
         access_log=False,
         log_level="warning",
         workers=1,

@@ -85,7 +85,8 @@ def serve(
         "host": host or settings.host,
         "port": port or settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, with each answer's head and body written at once.
+        "http": "missive.api.joined_writes:JoinedWritesProtocol",
         "access_log": False,
         # Logging is ours (configure_logging): uvicorn's records go through the same handler.
         "log_config": None,
