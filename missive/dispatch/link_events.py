@@ -78,7 +78,7 @@ async def receipt_changes(
     found = dict((await conn.execute(
         select(provider_refs.c.ref, provider_refs.c.message_uuid)
         .where(provider_refs.c.kind == kind, provider_refs.c.ref.in_(wanted))
-    )).tuples().all()) if wanted else {}
+    )).all()) if wanted else {}
     matched: list[tuple[Receipt, str, str]] = []
     unmatched: list[dict[str, Any]] = []
     for receipt in receipts:
@@ -99,7 +99,7 @@ async def receipt_changes(
         select(provider_refs.c.message_uuid, func.count())
         .where(provider_refs.c.message_uuid.in_({uuid for _, _, uuid in matched}))
         .group_by(provider_refs.c.message_uuid)
-    )).tuples().all())
+    )).all())
     changes: list[StatusChange] = []
     for receipt, ref, message_uuid in matched:
         change = StatusChange(message_uuid, receipt.status, now, smsc_id_of(ref), receipt.error_code, receipt.error_reason)
