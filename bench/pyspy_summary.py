@@ -34,7 +34,8 @@ Stack = tuple[list[str], int]
 
 
 def record(pid: int, seconds: int, output: Path, prefix: list[str]) -> None:
-    """Sample `pid` for `seconds` (blocking); raise if py-spy is missing or fails."""
+    """Sample `pid` for `seconds` (blocking); raise if py-spy is missing or fails.
+    PYSPY_FLAGS adds py-spy options (e.g. --nonblocking; see bench/README.md)."""
     # pip puts py-spy next to the venv's python, which need not be on PATH.
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
