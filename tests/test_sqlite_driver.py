@@ -8,6 +8,7 @@ close) and one more for the rollback at every checkout.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,20 @@ pytestmark = pytest.mark.skipif(bool(POSTGRES_URL), reason="the SQLite driver: S
 
 def _attempt(webhook_id: str, code: int) -> dict:
     return {"webhook_id": webhook_id, "at": 1.0, "status_code": code, "error": None, "duration_ms": 2.5}
+
+
+def _with_engine(tmp_path: Path, run: Callable[[AsyncEngine], Awaitable[None]]) -> None:
+    """`run` on an engine over a migrated SQLite database in `tmp_path`."""
+
+    async def main() -> None:
+        engine = make_engine(settings_for(tmp_path))
+        await migrate(engine)
+        try:
+            await run(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
 
 
 async def _count_hops(engine: AsyncEngine) -> list[int]:
@@ -47,96 +62,81 @@ async def _count_hops(engine: AsyncEngine) -> list[int]:
 
 
 def test_a_statement_is_one_hop_and_a_closed_transaction_needs_no_rollback(tmp_path: Path) -> None:
-    async def run() -> None:
-        engine = make_engine(settings_for(tmp_path))
-        await migrate(engine)
-        try:
-            hops = await _count_hops(engine)
-            async with engine.begin() as conn:
-                await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
-                rows = (await conn.execute(select(webhook_attempts.c.webhook_id))).all()
-            # The insert (with the deferred BEGIN IMMEDIATE), the select, COMMIT; no
-            # rollback at checkin.
-            assert hops[0] == 3
-            assert [r.webhook_id for r in rows] == ["w-1"]
-        finally:
-            await engine.dispose()
+    async def run(engine: AsyncEngine) -> None:
+        hops = await _count_hops(engine)
+        async with engine.begin() as conn:
+            await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
+            rows = (await conn.execute(select(webhook_attempts.c.webhook_id))).all()
+        # The insert (with the deferred BEGIN IMMEDIATE), the select, COMMIT; no
+        # rollback at checkin.
+        assert hops[0] == 3
+        assert [r.webhook_id for r in rows] == ["w-1"]
 
-    asyncio.run(run())
+    _with_engine(tmp_path, run)
 
 
 def test_batched_writes_go_with_the_next_statement_or_the_commit(tmp_path: Path) -> None:
-    async def run() -> None:
-        engine = make_engine(settings_for(tmp_path))
-        await migrate(engine)
-        try:
-            hops = await _count_hops(engine)
+    async def run(engine: AsyncEngine) -> None:
+        hops = await _count_hops(engine)
+        async with engine.begin() as conn:
+            await insert_many(conn, webhook_attempts, [_attempt(f"w-{i}", 500) for i in range(3)])
+            await update_many(conn, webhook_attempts, "webhook_id", [{"webhook_id": "w-1", "status_code": 200}])
+            assert hops[0] == 0
+        # BEGIN, the insert, the update and COMMIT in one hop.
+        assert hops[0] == 1
+        async with engine.begin() as conn:
+            await insert_many(conn, webhook_attempts, [_attempt("w-3", 200)])
+            # A read sees the writes before it: they go first, in its hop.
+            codes = dict((await conn.execute(select(webhook_attempts.c.webhook_id, webhook_attempts.c.status_code))).all())
+            assert hops[0] == 2
+        assert codes == {"w-0": 500, "w-1": 200, "w-2": 500, "w-3": 200}
+        # A deferred write that fails fails its transaction, at the commit, and
+        # leaves nothing of it.
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
             async with engine.begin() as conn:
-                await insert_many(conn, webhook_attempts, [_attempt(f"w-{i}", 500) for i in range(3)])
-                await update_many(conn, webhook_attempts, "webhook_id", [{"webhook_id": "w-1", "status_code": 200}])
-                assert hops[0] == 0
-            # BEGIN, the insert, the update and COMMIT in one hop.
-            assert hops[0] == 1
-            async with engine.begin() as conn:
-                await insert_many(conn, webhook_attempts, [_attempt("w-3", 200)])
-                # A read sees the writes before it: they go first, in its hop.
-                codes = dict((await conn.execute(select(webhook_attempts.c.webhook_id, webhook_attempts.c.status_code))).all())
-                assert hops[0] == 2
-            assert codes == {"w-0": 500, "w-1": 200, "w-2": 500, "w-3": 200}
-            # A deferred write that fails fails its transaction, at the commit, and
-            # leaves nothing of it.
-            with pytest.raises(sqlalchemy.exc.IntegrityError):
-                async with engine.begin() as conn:
-                    await insert_many(conn, webhook_attempts, [_attempt("w-4", 200)])
-                    await insert_many(conn, webhook_attempts, [{"id": 1, **_attempt("w-dup", 200)}])
-            # Rolled back before it ran: nothing is written, nothing is sent.
-            before = hops[0]
-            async with engine.connect() as conn:
-                await conn.begin()
-                await insert_many(conn, webhook_attempts, [_attempt("w-5", 200)])
-                await conn.rollback()
-            assert hops[0] == before
-            async with engine.connect() as conn:
-                ids = (await conn.execute(select(webhook_attempts.c.webhook_id))).scalars().all()
-            assert sorted(ids) == ["w-0", "w-1", "w-2", "w-3"]
-        finally:
-            await engine.dispose()
+                await insert_many(conn, webhook_attempts, [_attempt("w-4", 200)])
+                await insert_many(conn, webhook_attempts, [{"id": 1, **_attempt("w-dup", 200)}])
+        # Rolled back before it ran: nothing is written, nothing is sent.
+        before = hops[0]
+        async with engine.connect() as conn:
+            await conn.begin()
+            await insert_many(conn, webhook_attempts, [_attempt("w-5", 200)])
+            await conn.rollback()
+        assert hops[0] == before
+        async with engine.connect() as conn:
+            ids = (await conn.execute(select(webhook_attempts.c.webhook_id))).scalars().all()
+        assert sorted(ids) == ["w-0", "w-1", "w-2", "w-3"]
 
-    asyncio.run(run())
+    _with_engine(tmp_path, run)
 
 
 def test_results_rowcounts_ids_and_errors_are_those_of_sqlite(tmp_path: Path) -> None:
-    async def run() -> None:
-        engine = make_engine(settings_for(tmp_path))
-        await migrate(engine)
-        try:
+    async def run(engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:
+            first = await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 500)))
+            second = await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
+            assert second.inserted_primary_key[0] == first.inserted_primary_key[0] + 1
+            await conn.execute(insert(webhook_attempts), [_attempt(f"w-{i}", 200) for i in range(2, 7)])
+            changed = await conn.execute(
+                update(webhook_attempts).where(webhook_attempts.c.status_code == 200).values(error="seen")
+            )
+            assert changed.rowcount == 6
+        async with engine.connect() as conn:
+            result = await conn.execute(select(webhook_attempts.c.webhook_id).order_by(webhook_attempts.c.id))
+            assert [r.webhook_id for r in result.fetchmany(3)] == ["w-1", "w-1", "w-2"]
+            assert result.fetchone().webhook_id == "w-3"
+            assert [r.webhook_id for r in result.fetchall()] == ["w-4", "w-5", "w-6"]
+            assert (await conn.execute(text("SELECT count(*) FROM webhook_attempts WHERE id < 0"))).scalar_one() == 0
+            empty = await conn.execute(text("SELECT id FROM webhook_attempts WHERE id < 0"))
+            assert empty.keys() == ["id"] and empty.all() == []
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT no_such_column FROM webhook_attempts"))
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
             async with engine.begin() as conn:
-                first = await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 500)))
-                second = await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
-                assert second.inserted_primary_key[0] == first.inserted_primary_key[0] + 1
-                await conn.execute(insert(webhook_attempts), [_attempt(f"w-{i}", 200) for i in range(2, 7)])
-                changed = await conn.execute(
-                    update(webhook_attempts).where(webhook_attempts.c.status_code == 200).values(error="seen")
-                )
-                assert changed.rowcount == 6
-            async with engine.connect() as conn:
-                result = await conn.execute(select(webhook_attempts.c.webhook_id).order_by(webhook_attempts.c.id))
-                assert [r.webhook_id for r in result.fetchmany(3)] == ["w-1", "w-1", "w-2"]
-                assert result.fetchone().webhook_id == "w-3"
-                assert [r.webhook_id for r in result.fetchall()] == ["w-4", "w-5", "w-6"]
-                assert (await conn.execute(text("SELECT count(*) FROM webhook_attempts WHERE id < 0"))).scalar_one() == 0
-                empty = await conn.execute(text("SELECT id FROM webhook_attempts WHERE id < 0"))
-                assert empty.keys() == ["id"] and empty.all() == []
-            with pytest.raises(sqlalchemy.exc.OperationalError):
-                async with engine.connect() as conn:
-                    await conn.execute(text("SELECT no_such_column FROM webhook_attempts"))
-            with pytest.raises(sqlalchemy.exc.IntegrityError):
-                async with engine.begin() as conn:
-                    await conn.execute(insert(webhook_attempts).values(id=1, **_attempt("w-dup", 200)))
-            async with engine.connect() as conn:
-                # The failed transaction left nothing and the connection still works.
-                assert (await conn.execute(text("SELECT count(*) FROM webhook_attempts"))).scalar_one() == 7
-        finally:
-            await engine.dispose()
+                await conn.execute(insert(webhook_attempts).values(id=1, **_attempt("w-dup", 200)))
+        async with engine.connect() as conn:
+            # The failed transaction left nothing and the connection still works.
+            assert (await conn.execute(text("SELECT count(*) FROM webhook_attempts"))).scalar_one() == 7
 
-    asyncio.run(run())
+    _with_engine(tmp_path, run)
