@@ -35,9 +35,26 @@ def handler_for(handlers: Mapping[Any, Handler], exc: Exception) -> Handler | No
     return None
 
 
+class _Request(Request):
+    """A request whose headers are a plain dict, made in one pass: Starlette's `Headers`
+    scans the raw list, lower-casing and encoding the name, on every lookup, and a send
+    looks up three. Names are lower case (ASGI); the first of repeated headers wins, as
+    with `Headers.get`."""
+
+    @property
+    def headers(self) -> dict[str, str]:  # type: ignore[override]
+        try:
+            return self._plain_headers
+        except AttributeError:
+            self._plain_headers: dict[str, str] = {
+                name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(self.scope["headers"])
+            }
+            return self._plain_headers
+
+
 async def serve(endpoint: Endpoint, handlers: Mapping[Any, Handler], scope: Scope, receive: Receive, send: Send) -> None:
     start_request()
-    request = Request(scope, receive)
+    request = _Request(scope, receive)
     try:
         response = await endpoint(request)
     except Exception as exc:

@@ -21,7 +21,7 @@ from missive.api.errors import (
     not_found,
     unavailable,
 )
-from missive.api.responses import json_response
+from missive.api.responses import Accepted, json_response
 from missive.api.services import Services, services
 from missive.clock import iso, parse_iso
 from missive.observability import context, metrics
@@ -98,7 +98,7 @@ async def _accept(request: Request, validate) -> Response:  # type: ignore[no-un
     message_uuid, rows = new_message_rows(body, principal.account_id, principal.application_id, svc.clock())
     context.message_uuid.set(message_uuid)
     await store_accepted(svc, rows)
-    return Response(b'{"message_uuid":"%s"}' % message_uuid.encode(), 202, media_type="application/json")
+    return Accepted(message_uuid)
 
 
 async def send_v1(request: Request) -> Response:
