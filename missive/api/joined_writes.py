@@ -4,8 +4,9 @@ uvicorn writes the status line and headers when the application starts its answe
 the body when it sends it: two writes, so two `send` system calls and, with Nagle off,
 two TCP segments for a 202 of ~200 bytes. A loopback send costs ~4 us of CPU on our
 2-core machine, a tenth of what accepting a message costs in all. Here the head waits
-for the next write (the body) or the close, and both go out together. Interim answers
-(100 Continue, 101 Switching Protocols) go out at once: the client waits for them.
+for the next write (the body), the end of the answer (a HEAD's has no body write) or the
+close, and both go out together. Interim answers (100 Continue, 101 Switching Protocols)
+go out at once: the client waits for them.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ class _JoinedWrites:
             self._transport.write(data)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self._head is not None:
             head, self._head = self._head, None
             self._transport.write(head)
@@ -54,3 +55,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # uvicorn's flow control keeps the real transport; answers go through this one.
         self.transport = _JoinedWrites(transport)  # type: ignore[assignment]
+
+    def on_response_complete(self) -> None:
+        # An answer without a body write (HEAD) has its head still held here.
+        self.transport.flush()  # type: ignore[attr-defined]
+        super().on_response_complete()
