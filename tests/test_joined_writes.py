@@ -63,15 +63,15 @@ def test_head_then_send_on_one_keep_alive_connection(server: Server) -> None:
     url = urlsplit(server.url)
     body = json.dumps({"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme", "text": "hi"}).encode()
     auth = server.bearer()["Authorization"].encode()
+    post = (b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
         head = _exchange(sock, b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ")
-        sent = _exchange(sock, b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
-                         + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        sent = _exchange(sock, post)
         assert sent.startswith(b"HTTP/1.1 202 ")
         assert b'"message_uuid"' in sent
         # The 202's head and body came in one segment.
-        again = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-        sock.sendall(again)
+        sock.sendall(post)
         first = sock.recv(65536)
         assert first.startswith(b"HTTP/1.1 202 ") and first.endswith(b"}"), first

@@ -238,14 +238,12 @@ async def search_messages(request: Request) -> Response:
     )
 
 
-# Served before Starlette's stack (api/direct.py); the routes below serve the same
-# endpoints for the other spellings of their paths (a trailing slash).
+# Served before Starlette's stack (api/direct.py); their routes serve the same endpoints
+# for the other spellings of their paths (a trailing slash).
 SENDS = {"/v1/messages": send_v1, "/v0.1/messages": send_beta, "/beta/messages": send_beta}
 
 routes = [
-    Route("/v1/messages", send_v1, methods=["POST"]),
+    *(Route(path, endpoint, methods=["POST"]) for path, endpoint in SENDS.items()),
     Route("/v1/messages", search_messages, methods=["GET"]),
     Route("/v1/messages/{message_uuid}", read_message, methods=["GET"]),
-    Route("/v0.1/messages", send_beta, methods=["POST"]),
-    Route("/beta/messages", send_beta, methods=["POST"]),
 ]

@@ -37,15 +37,20 @@ _Result = tuple[Any, list[Any], int, int | None]
 Statement = tuple[str, Any, bool]  # SQL, parameters, executemany
 
 
+def _execute(target: sqlite3.Connection | sqlite3.Cursor, sql: str, parameters: Any, many: bool) -> None:
+    # In the worker thread.
+    if many:
+        target.executemany(sql, parameters)
+    elif parameters is None:
+        target.execute(sql)
+    else:
+        target.execute(sql, parameters)
+
+
 def _run_deferred(conn: aiosqlite.Connection, deferred: list[Statement]) -> None:
     # In the worker thread.
     for sql, parameters, many in deferred:
-        if many:
-            conn._conn.executemany(sql, parameters)
-        elif parameters is None:
-            conn._conn.execute(sql)
-        else:
-            conn._conn.execute(sql, parameters)
+        _execute(conn._conn, sql, parameters, many)
 
 
 def _run(conn: aiosqlite.Connection, deferred: list[Statement], sql: str, parameters: Any, many: bool) -> _Result:
@@ -54,12 +59,7 @@ def _run(conn: aiosqlite.Connection, deferred: list[Statement], sql: str, parame
     _run_deferred(conn, deferred)
     cursor = conn._conn.cursor()
     try:
-        if many:
-            cursor.executemany(sql, parameters)
-        elif parameters is None:
-            cursor.execute(sql)
-        else:
-            cursor.execute(sql, parameters)
+        _execute(cursor, sql, parameters, many)
         description = cursor.description
         rows = cursor.fetchall() if description else []
         return description, rows, cursor.rowcount, cursor.lastrowid
