@@ -78,7 +78,9 @@ class Pinning:
     note: str
 
 
-def plan_pinning() -> Pinning:
+def plan_pinning(pin: bool = True) -> Pinning:
+    if not pin:
+        return Pinning([], [], "not pinned (--no-pin): server and wrk share the CPUs")
     # On two cores an unpinned server and wrk steal each other's CPU mid-run, which
     # shows up as noise in p99; pinning gives each a core of its own.
     cpus = sorted(os.sched_getaffinity(0))
@@ -506,6 +508,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds wrk waits for the last answers after sending stops (3)")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="sample the missive server with py-spy for this long under load")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let the scheduler place server and wrk (default: a core each)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for `missive serve`, e.g. MISSIVE_DISPATCH_IN_SERVE=false")
     args = parser.parse_args(argv)
@@ -520,7 +524,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = ensure_wrk()
-    pin = plan_pinning()
+    pin = plan_pinning(not args.no_pin)
     threads = args.threads or (1 if pin.load else 2)
     load = Load(args.connections, min(threads, args.connections), args.duration, args.grace)
     print(f"POST {PATH}: {load.connections} connections, {load.seconds} s per server, "

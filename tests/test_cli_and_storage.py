@@ -7,10 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
+from alembic import command
 
 import missive as missive_pkg
 from missive import credentials
-from tests.harness import missive, missive_json, on_postgres, query, start_server
+from missive.store.db import alembic_config
+from tests.harness import missive, missive_json, on_postgres, query, start_server, sync_engine
 
 SMS = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme", "text": "hi"}
 
@@ -105,3 +108,33 @@ def test_messages_pages_keep_room_for_status_updates(tmp_path: Path) -> None:
     assert missive(tmp_path, "migrate").returncode == 0
     options = query(tmp_path, "SELECT reloptions FROM pg_class WHERE relname = 'messages'")
     assert options and "fillfactor=80" in (options[0][0] or []), options
+
+
+def test_an_accept_writes_no_client_ref_index_entry_nor_outbox_rowid(tmp_path: Path) -> None:
+    # Migration 0009, from a database at 0008 holding a queued message: the client_ref
+    # index covers only messages that have one; on SQLite the outbox keeps its rows in
+    # its primary key (WITHOUT ROWID), the queued one copied over.
+    engine = sync_engine(tmp_path)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0008")
+            conn.execute(sqlalchemy.text(
+                "INSERT INTO outbox (message_uuid, due_at, attempts, claimed_until, last_error) "
+                "VALUES ('m-1', 12.5, 2, NULL, 'timeout')"))
+    finally:
+        engine.dispose()
+    assert missive(tmp_path, "migrate").returncode == 0
+    assert query(tmp_path, "SELECT message_uuid, due_at, attempts, last_error FROM outbox") == [("m-1", 12.5, 2, "timeout")]
+    if on_postgres():
+        (indexdef,) = query(tmp_path, "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_client_ref'")[0]
+        assert indexdef.endswith("WHERE (client_ref IS NOT NULL)"), indexdef
+        return
+    schema = dict(query(tmp_path, "SELECT name, sql FROM sqlite_master WHERE name IN ('outbox', 'ix_messages_client_ref', 'ix_outbox_due')"))
+    assert schema["outbox"].rstrip().endswith("WITHOUT ROWID"), schema["outbox"]
+    assert "WHERE client_ref IS NOT NULL" in schema["ix_messages_client_ref"]
+    assert "ix_outbox_due" in schema
+    # A lookup by client_ref still finds its index (`=` implies NOT NULL).
+    plan = query(tmp_path, "EXPLAIN QUERY PLAN SELECT uuid FROM messages WHERE account_id = 'a' AND client_ref = 'r'")
+    assert any("ix_messages_client_ref" in row[-1] for row in plan), plan

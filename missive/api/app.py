@@ -43,7 +43,7 @@ from missive.store.faults import FAULT_TYPES
 from missive.store.tables import messages as messages_table
 from missive.store.tables import outbox, timers
 from missive.store.tables import workflows as workflows_table
-from missive.store.writer import GroupWriter
+from missive.store.writer import GroupWriter, Rows
 
 
 class TrailingSlash:
@@ -89,12 +89,18 @@ class Missive(Starlette):
         await super().__call__(scope, receive, send)
 
 
+def _count_accepted(batch: list[Rows]) -> None:
+    metrics.accepted([message for rows in batch for message in rows.get(messages_table, ())])
+
+
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = make_engine(settings)
         await migrate(engine)
-        writer = GroupWriter(engine, [workflows_table, messages_table, outbox, timers], settings.write_batch_max)
+        writer = GroupWriter(
+            engine, [workflows_table, messages_table, outbox, timers], settings.write_batch_max, on_committed=_count_accepted
+        )
         writer.start()
         dispatcher = Dispatcher(engine, settings, clock) if settings.dispatch_in_serve else None
         app.state.services = Services(settings, engine, Authenticator(engine, settings), writer, dispatcher, clock=clock)

@@ -24,7 +24,7 @@ from missive.api.errors import (
 from missive.api.responses import Accepted, json_response
 from missive.api.services import Services, services
 from missive.clock import iso, parse_iso
-from missive.observability import context, metrics
+from missive.observability import context
 from missive.schemas.beta import validate_beta
 from missive.schemas.v1 import PAYLOAD_FIELDS, SUPPORTED_CHANNELS, UNSUPPORTED_CHANNELS, validate_v1
 from missive.schemas.workflows import validate_v1_failover
@@ -76,7 +76,6 @@ async def store_accepted(svc: Services, rows: Rows) -> None:
     finally:
         if lease is not None and not committed:
             dispatcher.adopt(None)  # type: ignore[union-attr]
-    metrics.accepted(rows.get(messages_table, ()))
     if lease is not None:
         dispatcher.adopt(rows[messages_table][0])  # type: ignore[union-attr]
     elif dispatcher is not None:

@@ -13,6 +13,7 @@ address, a number or anything a user typed.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -89,9 +90,9 @@ def _child(metric: Any, *labels: str) -> Any:
 
 
 def accepted(messages: Any) -> None:
-    """Count the message rows an accept just stored."""
-    for row in messages:
-        _child(MESSAGES_ACCEPTED, row["channel"]).inc()
+    """Count the message rows just stored (a batch of accepts: one step per channel)."""
+    for channel, count in collections.Counter(row["channel"] for row in messages).items():
+        _child(MESSAGES_ACCEPTED, channel).inc(count)
 
 
 def sent(channel: str, result: str) -> None:

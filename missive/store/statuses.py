@@ -56,7 +56,7 @@ async def apply_changes(
         query = query.with_for_update()
     result = await conn.execute(query)
     names = list(result.keys())
-    current = {row[0]: dict(zip(names, row)) for row in result}
+    current = {row[0]: dict(zip(names, row, strict=True)) for row in result}
     events: list[dict[str, Any]] = []
     applied: list[tuple[StatusChange, dict[str, Any]]] = []
     # One update per message: its last move in this batch.

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -74,7 +75,15 @@ messages = Table(
     Column("updated_at", Double, nullable=False),
     Index("ix_messages_account_created", "account_id", "created_at"),
     Index("ix_messages_application_created", "application_id", "created_at"),
-    Index("ix_messages_client_ref", "account_id", "client_ref"),
+    # Only messages that have a client_ref: most have none, and an index entry costs
+    # every accept a B-tree insert (migration 0009).
+    Index(
+        "ix_messages_client_ref",
+        "account_id",
+        "client_ref",
+        sqlite_where=text("client_ref IS NOT NULL"),
+        postgresql_where=text("client_ref IS NOT NULL"),
+    ),
 )
 
 message_events = Table(
@@ -100,6 +109,9 @@ outbox = Table(
     Column("claimed_until", Double),
     Column("last_error", Text),
     Index("ix_outbox_due", "due_at"),
+    # On SQLite the rows live in the primary key's B-tree: no separate rowid table
+    # (migration 0009).
+    sqlite_with_rowid=False,
 )
 
 # Which provider account carries a channel for an account (application_id NULL) or for

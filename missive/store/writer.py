@@ -41,8 +41,10 @@ class Batcher(Generic[T]):
         one_statement: bool = False,
     ) -> None:
         self._engine = engine
-        # `commit` sends one statement on PostgreSQL (`bulk.write_at_once`): atomic on its
-        # own, it runs in autocommit mode, saving the BEGIN and COMMIT round trips.
+        # `commit` is `bulk.write_at_once`, atomic on its own: one statement in autocommit
+        # mode on PostgreSQL (no BEGIN and COMMIT round trips), one call of the driver on
+        # SQLite. It gets a connection with no transaction open.
+        self._one_statement = one_statement
         self._autocommit = one_statement and engine.dialect.name == "postgresql"
         self._commit = commit
         # Called with what `commit` returned, once its transaction has committed.
@@ -58,7 +60,8 @@ class Batcher(Generic[T]):
         self._committing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"missive-{self._name}")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name=f"missive-{self._name}")
 
     async def stop(self, timeout: float = 10.0) -> None:
         if self._task is None:
@@ -78,7 +81,7 @@ class Batcher(Generic[T]):
         """Return once `item` is committed; raise what the commit raised otherwise."""
         if self._task is None or self._task.done():
             raise RuntimeError(f"the {self._name} is not running")
-        done = asyncio.get_running_loop().create_future()
+        done = self._loop.create_future()
         self._queue.append((item, done))
         arrived = self._arrived
         if arrived is not None and not arrived.done():
@@ -86,12 +89,14 @@ class Batcher(Generic[T]):
         await done
 
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
-        return _autocommit(self._engine) if self._autocommit else self._engine.begin()
+        if self._autocommit:
+            return _autocommit(self._engine)
+        return self._engine.connect() if self._one_statement else self._engine.begin()
 
     async def _run(self) -> None:
         while True:
             if not self._queue:
-                self._arrived = asyncio.get_running_loop().create_future()
+                self._arrived = self._loop.create_future()
                 await self._arrived
             queue = self._queue
             batch = [queue.popleft() for _ in range(min(len(queue), self._batch_max))]
@@ -129,11 +134,19 @@ Rows = dict[Table, list[dict]]
 class GroupWriter(Batcher[Rows]):
     """Inserts rows, table by table in the given order (parents before children)."""
 
-    def __init__(self, engine: AsyncEngine, tables: list[Table], batch_max: int = 512) -> None:
-        async def insert(conn: AsyncConnection, items: list[Rows]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        tables: list[Table],
+        batch_max: int = 512,
+        on_committed: Callable[[list[Rows]], None] | None = None,
+    ) -> None:
+        async def insert(conn: AsyncConnection, items: list[Rows]) -> list[Rows]:
             await write_at_once(conn, [(table, [row for rows in items for row in rows.get(table, ())]) for table in tables])
+            return items
 
-        super().__init__(engine, insert, batch_max, name="group-writer", one_statement=True)
+        # `on_committed` gets each committed batch, once per batch rather than per item.
+        super().__init__(engine, insert, batch_max, name="group-writer", on_committed=on_committed, one_statement=True)
 
     async def write(self, rows: Rows) -> None:
         await self.submit(rows)
