@@ -100,6 +100,19 @@ def test_application_over_its_rate_gets_429(limited: Server) -> None:
     assert statuses[:5] == [202] * 5 and 429 in statuses[5:], statuses
 
 
+def test_a_reused_jwt_is_held_to_its_applications_rate(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Single use off: from its second request on, the token is known to the process
+    # (answered from its cache, `Authenticator.known`) and still counted.
+    server = provisioned_server(tmp_path_factory.mktemp("reused"), env={**LIMITS, "MISSIVE_JWT_SINGLE_USE": "false"})
+    try:
+        token = server.bearer()
+        with httpx.Client(timeout=30) as client:
+            statuses = [send(server, client, auth=None, headers=token).status_code for _ in range(7)]
+        assert statuses[:5] == [202] * 5 and 429 in statuses[5:], statuses
+    finally:
+        server.stop()
+
+
 def test_failed_authentications_are_not_throttled_as_the_key(limited: Server) -> None:
     """Guessing at a key's secret does not lock its owner out (or tell the guesser anything)."""
     caller = fresh_caller(limited)

@@ -5,7 +5,7 @@ results (attempt records and outbox updates) go to PostgreSQL as one statement i
 autocommit mode: one round trip where BEGIN, a statement per table and COMMIT took four.
 The statement must still be all or nothing, and the rows the same as table by table.
 On SQLite the same batches run statement by statement in one transaction; both passes
-of the suite run these tests.
+of the suite run these tests, and the one on how a batch gathers its items.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from missive.store.accounts import create_account
 from missive.store.db import make_engine, migrate
 from missive.store.messages import new_message_rows
 from missive.store.tables import messages, outbox, webhook_attempts, webhook_outbox
-from missive.store.writer import GroupWriter, Rows
+from missive.store.writer import Batcher, GroupWriter, Rows
 from missive.webhooks.outbox import _row
 from missive.webhooks.sender import Attempt, WebhookSender
 from tests.harness import settings_for
@@ -155,3 +155,33 @@ def test_webhook_results_record_the_attempt_and_move_the_row_together(tmp_path: 
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def test_items_that_keep_arriving_join_the_batch_being_gathered(tmp_path: Path) -> None:
+    # Answers leave in bursts and the next requests come back a few per turn of the
+    # loop: they go in one commit rather than one commit per trickle.
+    async def main() -> list[list[int]]:
+        engine = make_engine(settings_for(tmp_path))
+        commits: list[list[int]] = []
+
+        async def commit(_conn: object, items: list[int]) -> None:
+            commits.append(items)
+
+        batcher = Batcher(engine, commit)  # type: ignore[arg-type]
+        batcher.start()
+
+        async def after(turns: int, item: int) -> None:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await batcher.submit(item)
+
+        try:
+            await asyncio.gather(*(after(turn, turn) for turn in range(8)))
+            # A lone item still goes at once (two idle turns of the loop).
+            await asyncio.wait_for(batcher.submit(99), 1)
+        finally:
+            await batcher.stop()
+            await engine.dispose()
+        return commits
+
+    assert asyncio.run(main()) == [list(range(8)), [99]]

@@ -19,8 +19,8 @@ import sqlalchemy
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from missive.store import sqlite_driver
 from missive.config import Settings
+from missive.store import sqlite_driver
 from missive.store.bulk import insert_many, update_many, write_at_once
 from missive.store.db import make_engine, migrate, sqlite_in_loop
 from missive.store.tables import webhook_attempts

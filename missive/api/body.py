@@ -55,7 +55,7 @@ async def read_json(request: Request, limit: int) -> object:
             "Unsupported Content-Type header provided. Must be one of the following: 'application/json'",
         )
     raw = await read_body(request, limit)
-    if not raw.strip():
+    if not raw or raw.isspace():
         raise invalid_json("The request body is empty.")
     if b"\\u0000" in raw:
         # NUL cannot be stored in PostgreSQL text, and no message needs one.

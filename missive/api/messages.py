@@ -84,7 +84,7 @@ async def store_accepted(svc: Services, rows: Rows) -> None:
 
 async def _accept(request: Request, validate) -> Response:  # type: ignore[no-untyped-def]
     svc = services(request)
-    principal = await svc.auth.authenticate(request)
+    principal = svc.auth.known(request) or await svc.auth.authenticate(request)
     data = await read_json(request, svc.settings.max_body_bytes)
     policy = policy_for(svc.settings)
     if validate is validate_v1 and isinstance(data, dict) and "failover" in data:
