@@ -80,7 +80,7 @@ class Pinning:
 
 def plan_pinning(pin: bool = True) -> Pinning:
     if not pin:
-        return Pinning([], [], "not pinned (--no-pin): server and wrk share the CPUs")
+        return Pinning([], [], "not pinned (--no-pin): the processes share the CPUs")
     # On two cores an unpinned server and wrk steal each other's CPU mid-run, which
     # shows up as noise in p99; pinning gives each a core of its own.
     cpus = sorted(os.sched_getaffinity(0))

@@ -469,7 +469,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pin = Pinning([], [], "not pinned (--no-pin)") if args.no_pin else plan_pinning()
+    pin = plan_pinning(not args.no_pin)
     if pin.load:
         # The load generator is this process: onto the load generator's CPU.
         os.sched_setaffinity(0, {int(pin.load[-1])})
