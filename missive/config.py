@@ -24,9 +24,6 @@ class Settings(BaseSettings):
     # A cap on the SQLite database's size in pages (of 4 KiB), for operators who want one:
     # past it writes fail as on a full disk (507). 0: no cap.
     sqlite_max_pages: int = 0
-    # SQLite's calls in the event loop's thread rather than a worker thread: `auto` when
-    # the process may use one CPU only (store/sqlite_driver.py).
-    sqlite_in_loop: Literal["auto", "true", "false"] = "auto"
 
     # Keys encrypting provider credentials at rest: urlsafe base64 of 32 bytes, several
     # separated by commas (the first encrypts, all decrypt). Unset: data_dir/secret.key,

@@ -8,9 +8,6 @@ close) and one more for the rollback at every checkout.
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,10 +16,9 @@ import sqlalchemy
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from missive.config import Settings
 from missive.store import sqlite_driver
 from missive.store.bulk import insert_many, update_many, write_at_once
-from missive.store.db import make_engine, migrate, sqlite_in_loop
+from missive.store.db import make_engine, migrate
 from missive.store.tables import webhook_attempts
 from tests.harness import POSTGRES_URL, settings_for
 
@@ -33,11 +29,11 @@ def _attempt(webhook_id: str, code: int) -> dict:
     return {"webhook_id": webhook_id, "at": 1.0, "status_code": code, "error": None, "duration_ms": 2.5}
 
 
-def _with_engine(tmp_path: Path, run: Callable[[AsyncEngine], Awaitable[None]], **settings: object) -> None:
+def _with_engine(tmp_path: Path, run: Callable[[AsyncEngine], Awaitable[None]]) -> None:
     """`run` on an engine over a migrated SQLite database in `tmp_path`."""
 
     async def main() -> None:
-        engine = make_engine(settings_for(tmp_path, **settings))
+        engine = make_engine(settings_for(tmp_path))
         await migrate(engine)
         try:
             await run(engine)
@@ -146,8 +142,7 @@ def test_results_rowcounts_ids_and_errors_are_those_of_sqlite(tmp_path: Path) ->
     _with_engine(tmp_path, run)
 
 
-@pytest.mark.parametrize("in_loop", ["true", "false"])
-def test_writes_outside_a_transaction_are_one_transaction_in_one_hop(tmp_path: Path, in_loop: str) -> None:
+def test_writes_outside_a_transaction_are_one_transaction_in_one_hop(tmp_path: Path) -> None:
     async def run(engine: AsyncEngine) -> None:
         hops = await _count_hops(engine)
         async with engine.connect() as conn:
@@ -169,55 +164,4 @@ def test_writes_outside_a_transaction_are_one_transaction_in_one_hop(tmp_path: P
             ids = (await conn.execute(select(webhook_attempts.c.webhook_id))).scalars().all()
             assert sorted(ids) == ["w-1", "w-2"]
 
-    _with_engine(tmp_path, run, sqlite_in_loop=in_loop)
-
-
-@pytest.mark.parametrize("in_loop", [True, False])
-def test_calls_run_in_the_event_loops_thread_only_in_the_loop(tmp_path: Path, in_loop: bool) -> None:
-    async def run(engine: AsyncEngine) -> None:
-        async with engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            await driver.create_function("thread_id", 0, threading.get_ident)
-            ran_in = (await conn.execute(text("SELECT thread_id()"))).scalar_one()
-        assert (ran_in == threading.get_ident()) is in_loop
-
-    _with_engine(tmp_path, run, sqlite_in_loop=str(in_loop).lower())
-
-
-def test_in_the_loop_a_lock_held_by_another_process_is_waited_for_off_the_loop(tmp_path: Path) -> None:
-    async def run(engine: AsyncEngine) -> None:
-        other = sqlite3.connect(tmp_path / "missive.db", isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # what another process's writer holds
-
-        async def batch() -> None:
-            async with engine.connect() as conn:
-                await write_at_once(conn, [(webhook_attempts, [_attempt("w-1", 200)])])
-
-        async def transaction() -> None:
-            async with engine.begin() as conn:
-                await conn.execute(insert(webhook_attempts).values(_attempt("w-2", 200)))
-
-        writes = [asyncio.create_task(batch()), asyncio.create_task(transaction())]
-        # Blocked on the lock, in the worker thread: the loop goes on meanwhile.
-        started = asyncio.get_running_loop().time()
-        for _ in range(10):
-            await asyncio.sleep(0.01)
-        assert asyncio.get_running_loop().time() - started < 1.0
-        assert not any(write.done() for write in writes)
-        other.execute("COMMIT")
-        other.close()
-        await asyncio.wait_for(asyncio.gather(*writes), 10)
-        async with engine.connect() as conn:
-            ids = (await conn.execute(select(webhook_attempts.c.webhook_id))).scalars().all()
-        assert sorted(ids) == ["w-1", "w-2"]
-
-    _with_engine(tmp_path, run, sqlite_in_loop="true")
-
-
-def test_auto_runs_in_the_loop_when_the_process_may_use_one_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
-    assert sqlite_in_loop(Settings(sqlite_in_loop="auto"))
-    assert not sqlite_in_loop(Settings(sqlite_in_loop="false"))
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
-    assert not sqlite_in_loop(Settings(sqlite_in_loop="auto"))
-    assert sqlite_in_loop(Settings(sqlite_in_loop="true"))
+    _with_engine(tmp_path, run)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,7 @@ def _engine(settings: Settings) -> AsyncEngine:
         one_hop: dict[str, Any] = {}
         if parsed.database and parsed.database != ":memory:" and not parsed.query:
             # aiosqlite with one thread hop per statement (missive/store/sqlite_driver.py).
-            one_hop["async_creator"] = sqlite_driver.connector(
-                parsed.database, settings.sqlite_busy_timeout, in_loop=sqlite_in_loop(settings)
-            )
+            one_hop["async_creator"] = sqlite_driver.connector(parsed.database, timeout=settings.sqlite_busy_timeout)
         engine = create_async_engine(
             url,
             json_serializer=_json_dumps,
@@ -68,9 +65,7 @@ def _engine(settings: Settings) -> AsyncEngine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
-            # In the loop, a lock held elsewhere is waited for in the driver's thread.
-            driver = sqlite_driver.deferring(dbapi_connection)
-            cursor.execute(f"PRAGMA busy_timeout={0 if driver is not None and driver.in_loop else busy_ms}")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.execute("PRAGMA foreign_keys=ON")
             if max_pages:
                 # Per connection, so on every one: past it, writes fail with SQLITE_FULL.
@@ -102,16 +97,6 @@ def _engine(settings: Settings) -> AsyncEngine:
         # connection fails and SQLAlchemy drops the whole pool; that request answers 503
         # and a batch is retried, as for any database fault.
     )
-
-
-def sqlite_in_loop(settings: Settings) -> bool:
-    """Whether SQLite's calls run in the event loop's thread (store/sqlite_driver.py):
-    `auto` when the process may run on one CPU only, where a worker thread cannot run
-    beside the loop."""
-    if settings.sqlite_in_loop != "auto":
-        return settings.sqlite_in_loop == "true"
-    affinity = getattr(os, "sched_getaffinity", None)
-    return (len(affinity(0)) if affinity is not None else os.cpu_count() or 1) == 1
 
 
 def alembic_config() -> Config:

@@ -20,28 +20,21 @@ connection, which its transactions queue for, and each hop gives the event loop 
 whatever else is ready (HTTP requests, webhooks) before the transaction goes on: on the
 end-to-end bench the connection was checked out 96% of the time, ~3 ms per transaction
 of ~6 hops. An accept batch (BEGIN, two inserts, COMMIT) is now one hop. A deferred
-statement that fails raises from the hop it went in, inside the same transaction.
-
-On a process confined to one CPU (`MISSIVE_SQLITE_IN_LOOP=auto`, the default), the
-worker thread cannot run beside the event loop: each hop only adds two context
-switches, a hand-over of the GIL and a wake-up of the loop. There the calls run in the
-loop's own thread ("in the loop"), with no busy timeout: when another process holds the
-database's lock, the call fails at once having run nothing, and is run again in the
-worker thread, which waits for the lock as before while the loop goes on.
+statement that fails raises from the hop it went in, inside the same transaction. A batch of writes with no transaction open goes as one of
+its own (BEGIN IMMEDIATE, the writes, COMMIT) in one hop: `Connection.transaction`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import aiosqlite
 
 _Result = tuple[Any, list[Any], int, int | None]
-SQLITE_BUSY = 5
 Statement = tuple[str, Any, bool]  # SQL, parameters, executemany
 
 
@@ -141,39 +134,10 @@ def _transaction(conn: aiosqlite.Connection, statements: list[Statement]) -> Non
         raise
 
 
-def _waiting(db: sqlite3.Connection, busy_ms: int, call: Callable[[], Any]) -> Any:
-    # In the worker thread: `call`, SQLite's busy handler waiting up to `busy_ms` for
-    # another connection's lock.
-    db.execute(f"PRAGMA busy_timeout={busy_ms}")
-    try:
-        return call()
-    finally:
-        db.execute("PRAGMA busy_timeout=0")
-
-
 class Connection(aiosqlite.Connection):
-    def __init__(self, *args: Any, in_loop: bool = False, busy_ms: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deferred: list[Statement] = []
-        # Calls run in the event loop's thread; `busy_ms` is then the wait for another
-        # process's lock, in the worker thread.
-        self.in_loop = in_loop
-        self._busy_ms = busy_ms
-
-    async def _execute(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not self.in_loop:
-            return await super()._execute(fn, *args, **kwargs)
-        db = self._conn  # raises once closed, as aiosqlite does
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.OperationalError as exc:
-            # SQLITE_BUSY with no transaction open: the lock was not ours, so nothing of
-            # the call ran (a hop opens its transaction with its first statement). Busy
-            # within a transaction does not happen in WAL mode once BEGIN IMMEDIATE holds
-            # the lock; if it did, it is raised as it is.
-            if exc.sqlite_errorcode & 0xFF != SQLITE_BUSY or db.in_transaction:
-                raise
-        return await super()._execute(_waiting, db, self._busy_ms, partial(fn, *args, **kwargs))
 
     def cursor(self) -> Cursor:  # type: ignore[override]
         return Cursor(self)
@@ -218,16 +182,11 @@ def deferring(dbapi_connection: Any) -> Connection | None:
     return driver if isinstance(driver, Connection) else None
 
 
-def connector(database: str, timeout: float, in_loop: bool = False):  # type: ignore[no-untyped-def]
-    """For `create_async_engine(async_creator=...)`: a connection to `database`, whose
-    calls run in the event loop's thread if `in_loop`; `timeout` (seconds) is the wait
-    for another connection's lock."""
+def connector(database: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    """For `create_async_engine(async_creator=...)`: a connection to `database`."""
 
     async def connect() -> Connection:
-        # Opened in the worker thread, used from the loop's too when in_loop: one thread
-        # at a time, since SQLAlchemy awaits each call on a connection before the next.
-        opener = partial(sqlite3.connect, database, timeout=timeout, check_same_thread=not in_loop)
-        conn = Connection(opener, iter_chunk_size=64, in_loop=in_loop, busy_ms=int(timeout * 1000))
+        conn = Connection(partial(sqlite3.connect, database, **kwargs), iter_chunk_size=64)
         # A daemon thread, as SQLAlchemy makes aiosqlite's: a process exiting without
         # disposing of its engine must not hang on it.
         conn._thread.daemon = True
