@@ -39,6 +39,7 @@ SUPPORTED_CHANNELS = ("sms", "messenger", "viber_service")
 # Channels of the contract with no channel in Missive yet: a clear 422, not "invalid".
 UNSUPPORTED_CHANNELS = ("mms", "whatsapp")
 PAYLOAD_FIELDS = ("text", "image", "audio", "video", "file", "template")
+_PAYLOADS = frozenset(PAYLOAD_FIELDS)
 
 Msisdn = Annotated[str, Field(max_length=32), AfterValidator(normalise_msisdn)]
 SmsSender = Annotated[str, Field(min_length=1, max_length=20), AfterValidator(normalise_sms_sender)]
@@ -106,9 +107,9 @@ def _rules(data: dict[str, Any]) -> list[InvalidParameter]:
 
 def _with_defaults(message: SmsMessage | MessengerMessage | ViberMessage) -> dict[str, Any]:
     body = message.model_dump(by_alias=True, exclude_none=True)
-    for key in PAYLOAD_FIELDS:
+    for key in _PAYLOADS.intersection(body):
         if key != message.message_type:
-            body.pop(key, None)
+            del body[key]
     # The seed's defaults of May 2018: Messenger `response`, Viber `transaction`.
     if isinstance(message, MessengerMessage):
         body.setdefault("messenger", {}).setdefault("category", "response")
@@ -125,14 +126,13 @@ def validate_v1(data: object, policy: UrlPolicy = STRICT) -> dict[str, Any]:
     channel = data.get("channel")
     if channel in UNSUPPORTED_CHANNELS:
         raise unsupported_channel(channel)
-    errors: list[InvalidParameter] = []
     try:
         message = v1_adapter.validate_python(data, context=url_context(policy))
     except ValidationError as exc:
         errors = invalid_parameters(exc, drop_first=True)
-        message = None
-    named = {error.name for error in errors}
-    errors.extend(rule for rule in _rules(data) if rule.name not in named)
-    if errors or message is None:
-        raise invalid_params(errors)
+        named = {error.name for error in errors}
+        raise invalid_params(errors + [rule for rule in _rules(data) if rule.name not in named]) from None
+    rules = _rules(data)
+    if rules:
+        raise invalid_params(rules)
     return _with_defaults(message)
