@@ -20,8 +20,9 @@ connection, which its transactions queue for, and each hop gives the event loop 
 whatever else is ready (HTTP requests, webhooks) before the transaction goes on: on the
 end-to-end bench the connection was checked out 96% of the time, ~3 ms per transaction
 of ~6 hops. An accept batch (BEGIN, two inserts, COMMIT) is now one hop. A deferred
-statement that fails raises from the hop it went in, inside the same transaction. A batch of writes with no transaction open goes as one of
-its own (BEGIN IMMEDIATE, the writes, COMMIT) in one hop: `Connection.transaction`.
+statement that fails raises from the hop it went in, inside the same transaction. A
+batch of writes with no transaction open goes as a transaction of its own (BEGIN
+IMMEDIATE, the writes, COMMIT) in one hop: `Connection.transaction`.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ class Batcher(Generic[T]):
         self._queue: deque[tuple[T, asyncio.Future[None]]] = deque()
         self._arrived: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop  # the loop `start` runs the batcher on
         self._committing = False
 
     def start(self) -> None:
