@@ -170,19 +170,17 @@ class Authenticator:
         return valid_until
 
     async def _account(self, api_key: str) -> dict | None:
-        hit, cached = self._accounts.get(api_key)
-        if hit:
-            return cached  # type: ignore[return-value]
+        return await self._accounts.load(api_key, lambda: self._read_account(api_key))  # type: ignore[no-any-return]
+
+    async def _read_account(self, api_key: str) -> dict | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(accounts).where(accounts.c.api_key == api_key))).first()
-        account = dict(row._mapping) if row else None
-        self._accounts.put(api_key, account)
-        return account
+        return dict(row._mapping) if row else None
 
     async def _application(self, app_id: str) -> _App | None:
-        hit, cached = self._apps.get(app_id)
-        if hit:
-            return cached  # type: ignore[return-value]
+        return await self._apps.load(app_id, lambda: self._read_application(app_id))  # type: ignore[no-any-return]
+
+    async def _read_application(self, app_id: str) -> _App | None:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -191,14 +189,12 @@ class Authenticator:
                     )
                 )
             ).first()
-        app = None
-        if row is not None:
-            try:
-                app = _App(row.account_id, credentials.load_public_key(row.public_key))
-            except ValueError:
-                app = None
-        self._apps.put(app_id, app)
-        return app
+        if row is None:
+            return None
+        try:
+            return _App(row.account_id, credentials.load_public_key(row.public_key))
+        except ValueError:
+            return None
 
 
 def _decode_basic(value: str) -> tuple[str, str]:
