@@ -103,7 +103,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         )
         writer.start()
         dispatcher = Dispatcher(engine, settings, clock) if settings.dispatch_in_serve else None
-        app.state.services = Services(settings, engine, Authenticator(engine, settings), writer, dispatcher, clock=clock)
+        # Also an attribute of the app, read by `services(request)` on every request; the
+        # probes read `app.state.services`, as in the dispatcher's ops app.
+        app.state.services = app.services = Services(  # type: ignore[attr-defined]
+            settings, engine, Authenticator(engine, settings), writer, dispatcher, clock=clock
+        )
         if dispatcher is not None:
             dispatcher.start()
         metrics.process_started()

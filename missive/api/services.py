@@ -33,4 +33,6 @@ class Services:
 
 
 def services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    # An attribute of the app (set by its lifespan) rather than of `app.state`, whose
+    # lookups go through a Python __getattr__: every request makes this one.
+    return request.scope["app"].services  # type: ignore[no-any-return]
