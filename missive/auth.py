@@ -70,15 +70,13 @@ class Authenticator:
         if self._single_use or header is None or header[:7].lower() != "bearer ":
             return None
         hit, principal = self._tokens.get(header[7:].strip())
-        if not hit:
-            return None
-        if self._throttle.enabled:
-            self._throttle.take(principal.application_id or principal.account_id)
-        return principal  # type: ignore[no-any-return]
+        return self._within_rate(principal) if hit else None
 
     async def authenticate(self, request: Request, allow_jwt: bool = True) -> Principal:
         """The caller of this request, within its request rate; else a 401 or 429 problem."""
-        principal = await self._identify(request, allow_jwt)
+        return self._within_rate(await self._identify(request, allow_jwt))
+
+    def _within_rate(self, principal: Principal) -> Principal:
         if self._throttle.enabled:
             self._throttle.take(principal.application_id or principal.account_id)
         return principal

@@ -16,7 +16,7 @@ columns are serialised with orjson).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -39,9 +39,9 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _given_columns(table: Table, rows: list[dict[str, Any]]) -> list[Column[Any]]:
+def _given_columns(table: Table, keys: Collection[str]) -> list[Column[Any]]:
     # The columns the rows give: a column left out (an autoincrement id) takes its default.
-    return [c for c in table.c if c.name in rows[0]]
+    return [c for c in table.c if c.name in keys]
 
 
 def _values(column: Column[Any], rows: list[dict[str, Any]], key: str) -> list[Any]:
@@ -94,7 +94,7 @@ def _shape(sql: str, columns: list[Column[Any]]) -> _Shape:
 
 @functools.lru_cache(maxsize=256)
 def _insert_shape(table: Table, keys: frozenset[str]) -> _Shape:
-    columns = [c for c in table.c if c.name in keys]
+    columns = _given_columns(table, keys)
     marks = ", ".join("?" for _ in columns)
     return _shape(f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({marks})", columns)
 
@@ -210,7 +210,7 @@ async def write_at_once(
 
 
 def _pg_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], first: int) -> tuple[str, list[Any]]:
-    columns = _given_columns(table, rows)
+    columns = _given_columns(table, rows[0])
     names = ", ".join(c.name for c in columns)
     arrays = ", ".join(f"${i}::{_array_type(c, conn)}" for i, c in enumerate(columns, first))
     selects = ", ".join(_select(c, f"u.{c.name}") for c in columns)

@@ -121,20 +121,6 @@ def _commit(conn: aiosqlite.Connection, deferred: list[Statement]) -> None:
     conn._conn.commit()
 
 
-def _transaction(conn: aiosqlite.Connection, statements: list[Statement]) -> None:
-    # In the worker thread: a transaction of its own, rolled back if a statement fails.
-    db = conn._conn
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for sql, parameters, many in statements:
-            _execute(db, sql, parameters, many)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.rollback()
-        raise
-
-
 class Connection(aiosqlite.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -156,7 +142,12 @@ class Connection(aiosqlite.Connection):
         reads, on a connection with no transaction open (SQLAlchemy's included)."""
         if self._deferred or self._in_transaction():
             raise RuntimeError("a transaction is open on this connection")
-        await self._execute(_transaction, self, statements)
+        self._deferred = [("BEGIN IMMEDIATE", None, False), *statements]
+        try:
+            await self.commit()
+        except BaseException:
+            await self.rollback()  # a hop of its own, on failure only
+            raise
 
     async def commit(self) -> None:
         deferred = self.take_deferred()

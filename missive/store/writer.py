@@ -45,7 +45,6 @@ class Batcher(Generic[T]):
         # mode on PostgreSQL (no BEGIN and COMMIT round trips), one call of the driver on
         # SQLite. It gets a connection with no transaction open.
         self._one_statement = one_statement
-        self._autocommit = one_statement and engine.dialect.name == "postgresql"
         self._commit = commit
         # Called with what `commit` returned, once its transaction has committed.
         self._on_committed = on_committed
@@ -89,7 +88,7 @@ class Batcher(Generic[T]):
             arrived.set_result(None)
         await done
 
-    async def _gather(self, queue: deque[tuple[T, asyncio.Future[None]]]) -> None:
+    async def _gather(self) -> None:
         """Let the items still arriving join the batch, while they keep coming.
 
         Answers go out in bursts (a whole batch at once), so the next requests come back
@@ -98,25 +97,25 @@ class Batcher(Generic[T]):
         that arrived meanwhile be read (the first turn polls the sockets and starts their
         tasks) and reach `submit` (the second runs them); when none did, the batch goes.
         Idle, that costs two turns of an otherwise empty loop: microseconds."""
-        while len(queue) < self._batch_max:
-            waiting = len(queue)
+        while len(self._queue) < self._batch_max:
+            waiting = len(self._queue)
             await asyncio.sleep(0)
             await asyncio.sleep(0)
-            if len(queue) == waiting:
+            if len(self._queue) == waiting:
                 return
 
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
-        if self._autocommit:
-            return _autocommit(self._engine)
-        return self._engine.connect() if self._one_statement else self._engine.begin()
+        if not self._one_statement:
+            return self._engine.begin()
+        return _autocommit(self._engine) if self._engine.dialect.name == "postgresql" else self._engine.connect()
 
     async def _run(self) -> None:
         while True:
             if not self._queue:
                 self._arrived = self._loop.create_future()
                 await self._arrived
+            await self._gather()
             queue = self._queue
-            await self._gather(queue)
             batch = [queue.popleft() for _ in range(min(len(queue), self._batch_max))]
             self._committing = True
             try:
