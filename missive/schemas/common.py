@@ -29,10 +29,13 @@ Url = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_check
 Caption = Annotated[str, Field(min_length=1, max_length=3000)]
 
 
+# Strict: "600" is not an integer and 5 is not a string. Unknown keys are ignored so
+# that newer SDKs sending fields we do not use still work.
+STRICT_CONFIG = ConfigDict(strict=True, extra="ignore")
+
+
 class Strict(BaseModel):
-    # Strict: "600" is not an integer and 5 is not a string. Unknown keys are ignored so
-    # that newer SDKs sending fields we do not use still work.
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = STRICT_CONFIG
 
 
 class Image(Strict):
