@@ -9,10 +9,10 @@ raises a 422 problem naming every bad field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, with_config
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from missive.api.errors import InvalidParameter, invalid_params, unsupported_channel
 from missive.schemas.addresses import (
@@ -21,11 +21,11 @@ from missive.schemas.addresses import (
     normalise_viber_recipient,
 )
 from missive.schemas.common import (
+    STRICT_CONFIG,
     Audio,
     File,
     Image,
     MessengerOptions,
-    STRICT_CONFIG,
     SmsOptions,
     Url,
     ViberOptions,
