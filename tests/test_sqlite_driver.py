@@ -8,6 +8,7 @@ close) and one more for the rollback at every checkout.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -163,5 +164,22 @@ def test_writes_outside_a_transaction_are_one_transaction_in_one_hop(tmp_path: P
                                            (webhook_attempts, [{"id": 1, **_attempt("w-dup", 200)}])])
             ids = (await conn.execute(select(webhook_attempts.c.webhook_id))).scalars().all()
             assert sorted(ids) == ["w-1", "w-2"]
+
+    _with_engine(tmp_path, run)
+
+
+def test_none_is_bound_as_null_without_the_adaptation_lookup(tmp_path: Path) -> None:
+    # Registered, None is adapted by a dict lookup rather than sqlite3's failing
+    # `__adapt__` lookup per parameter; what is stored must still be NULL.
+    assert sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)] is sqlite_driver._null
+
+    async def run(engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
+            await write_at_once(conn, [(webhook_attempts, [_attempt("w-1", 200), {**_attempt("w-2", 500), "error": "boom"}])])
+        async with engine.connect() as conn:
+            nulls = (await conn.execute(text("SELECT webhook_id FROM webhook_attempts WHERE error IS NULL"))).scalars().all()
+            typed = (await conn.execute(text("SELECT typeof(error) FROM webhook_attempts ORDER BY webhook_id"))).scalars().all()
+        assert nulls == ["w-1"]
+        assert typed == ["null", "text"]
 
     _with_engine(tmp_path, run)

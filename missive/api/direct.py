@@ -39,17 +39,18 @@ class _Request(Request):
     """A request whose headers are a plain dict, made in one pass: Starlette's `Headers`
     scans the raw list, lower-casing and encoding the name, on every lookup, and a send
     looks up three. Names are lower case (ASGI); the first of repeated headers wins, as
-    with `Headers.get`."""
+    with `Headers.get`. Made with the request (every send reads them): made on first use,
+    the missing attribute cost an AttributeError per request."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        super().__init__(scope, receive)
+        self._plain_headers: dict[str, str] = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])
+        }
 
     @property
     def headers(self) -> dict[str, str]:  # type: ignore[override]
-        try:
-            return self._plain_headers
-        except AttributeError:
-            self._plain_headers: dict[str, str] = {
-                name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(self.scope["headers"])
-            }
-            return self._plain_headers
+        return self._plain_headers
 
 
 async def serve(endpoint: Endpoint, handlers: Mapping[Any, Handler], scope: Scope, receive: Receive, send: Send) -> None:
