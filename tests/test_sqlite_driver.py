@@ -183,3 +183,31 @@ def test_none_is_bound_as_null_without_the_adaptation_lookup(tmp_path: Path) -> 
         assert typed == ["null", "text"]
 
     _with_engine(tmp_path, run)
+
+
+def test_inserts_go_as_multi_row_statements_of_powers_of_two(tmp_path: Path) -> None:
+    # 100 rows: statements of 64, 32 and 4 rows, every value where it belongs.
+    from missive.store.bulk import _sqlite_insert
+
+    rows = [{**_attempt(f"w-{i:03d}", 200 + i), "error": None if i % 2 else f"e{i}"} for i in range(100)]
+    statements = _sqlite_insert(webhook_attempts, rows)
+    assert [sql.count("(?") for sql, _parameters, _many in statements] == [64, 32, 4]
+    assert not any(many for _sql, _parameters, many in statements)
+
+    async def run(engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
+            await write_at_once(conn, [(webhook_attempts, rows)])
+        async with engine.connect() as conn:
+            stored = (await conn.execute(select(webhook_attempts.c.webhook_id, webhook_attempts.c.status_code,
+                                                webhook_attempts.c.error).order_by(webhook_attempts.c.webhook_id))).all()
+        assert [tuple(r) for r in stored] == [(r["webhook_id"], r["status_code"], r["error"]) for r in rows]
+        # A failing row in the last statement leaves nothing of the others.
+        failing = [{"id": 1000 + i, **_attempt(f"x-{i}", 200)} for i in range(70)] + [{"id": 1, **_attempt("dup", 200)}]
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
+            async with engine.connect() as conn:
+                await write_at_once(conn, [(webhook_attempts, failing)])
+        async with engine.connect() as conn:
+            count = (await conn.execute(text("SELECT count(*) FROM webhook_attempts"))).scalar()
+        assert count == 100
+
+    _with_engine(tmp_path, run)

@@ -10,13 +10,18 @@ the end-to-end bench, it took a sixth of a dispatcher's CPU. On SQLite, whose dr
 runs executemany in C in one call, inserts and updates go as an executemany of the
 driver's own statement, rows as tuples: SQLAlchemy's per-row parameter processing cost
 more than the insert itself on the accept path (the rows are plain values we built; JSON
-columns are serialised with orjson).
+columns are serialised with orjson). Inserts go as multi-row statements, `VALUES (...),
+(...)`, of 64, 32, ... 1 rows: per row, the driver's executemany resets the statement,
+releases and takes back the GIL and steps it again, ~0.5 us of SQLite's thread per
+message row on the accept path. Powers of two keep the statement texts few (seven per
+table and column set), so that they stay in the driver's statement cache.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -72,15 +77,16 @@ def _select(column: Column[Any], alias: str) -> str:
     return f"{alias}::json" if isinstance(column.type, JSON) else alias
 
 
-async def _sqlite_many(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    # Inside a transaction on Missive's SQLite driver the write is deferred: it goes in
+async def _sqlite_run(conn: AsyncConnection, statements: list[sqlite_driver.Statement]) -> None:
+    # Inside a transaction on Missive's SQLite driver the writes are deferred: they go in
     # the same thread hop as the transaction's next statement or its commit
-    # (store/sqlite_driver.py). Nothing reads an executemany's result here.
+    # (store/sqlite_driver.py). Nothing reads their results here.
     driver = sqlite_driver.deferring(conn.sync_connection.connection.dbapi_connection) if conn.in_transaction() else None
-    if driver is None:
-        await conn.exec_driver_sql(sql, rows)
-    else:
-        driver.defer(sql, rows, many=True)
+    for sql, parameters, many in statements:
+        if driver is None:
+            await conn.exec_driver_sql(sql, parameters if many else tuple(parameters))
+        else:
+            driver.defer(sql, parameters, many)
 
 
 # A statement's text and the columns its parameters fill, made once per table and set of
@@ -95,8 +101,18 @@ def _shape(sql: str, columns: list[Column[Any]]) -> _Shape:
 @functools.lru_cache(maxsize=256)
 def _insert_shape(table: Table, keys: frozenset[str]) -> _Shape:
     columns = _given_columns(table, keys)
-    marks = ", ".join("?" for _ in columns)
-    return _shape(f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({marks})", columns)
+    return _shape(f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES", columns)
+
+
+# Rows per multi-row INSERT at most: 64 x the widest table's columns stays far below
+# SQLite's bound on parameters (32,766), and a larger batch is several statements.
+_ROWS_PER_INSERT = 64
+
+
+@functools.lru_cache(maxsize=512)
+def _rows_sql(head: str, width: int, count: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"{head} {', '.join([row] * count)}"
 
 
 @functools.lru_cache(maxsize=256)
@@ -105,16 +121,24 @@ def _update_shape(table: Table, key: str, names: tuple[str, ...], nulls: tuple[s
     return _shape(f"UPDATE {table.name} SET {', '.join(sets)} WHERE {key} = ?", [table.c[name] for name in [*names, key]])
 
 
-def _sqlite_insert(table: Table, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
-    sql, names, jsons = _insert_shape(table, frozenset(rows[0]))
-    return sql, _as_tuples(names, jsons, rows)
+def _sqlite_insert(table: Table, rows: list[dict[str, Any]]) -> list[sqlite_driver.Statement]:
+    head, names, jsons = _insert_shape(table, frozenset(rows[0]))
+    tuples = _as_tuples(names, jsons, rows)
+    statements: list[sqlite_driver.Statement] = []
+    start = 0
+    while start < len(tuples):
+        count = min(_ROWS_PER_INSERT, 1 << ((len(tuples) - start).bit_length() - 1))
+        chunk = tuples[start:start + count]
+        statements.append((_rows_sql(head, len(names), count), list(chain.from_iterable(chunk)), False))
+        start += count
+    return statements
 
 
 def _sqlite_update(
     table: Table, key: str, rows: list[dict[str, Any]], nulls: tuple[str, ...]
-) -> tuple[str, list[tuple[Any, ...]]]:
+) -> sqlite_driver.Statement:
     sql, names, jsons = _update_shape(table, key, tuple(name for name in rows[0] if name != key), nulls)
-    return sql, _as_tuples(names, jsons, rows)
+    return sql, _as_tuples(names, jsons, rows), True
 
 
 async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -122,7 +146,7 @@ async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, 
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        await _sqlite_many(conn, *_sqlite_insert(table, rows))
+        await _sqlite_run(conn, _sqlite_insert(table, rows))
         return
     sql, params = _pg_insert(conn, table, rows, 1)
     await conn.exec_driver_sql(sql, tuple(params))
@@ -136,7 +160,7 @@ async def update_many(
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        await _sqlite_many(conn, *_sqlite_update(table, key, rows, nulls))
+        await _sqlite_run(conn, [_sqlite_update(table, key, rows, nulls)])
         return
     sql, params = _pg_update(conn, table, key, rows, nulls, 1)
     await conn.exec_driver_sql(sql, tuple(params))
@@ -147,7 +171,7 @@ async def delete_many(conn: AsyncConnection, table: Table, key: str, values: lis
     if not values:
         return
     if conn.dialect.name != "postgresql":
-        await _sqlite_many(conn, f"DELETE FROM {table.name} WHERE {key} = ?", [(v,) for v in values])
+        await _sqlite_run(conn, [(f"DELETE FROM {table.name} WHERE {key} = ?", [(v,) for v in values], True)])
         return
     column = table.c[key]
     await conn.exec_driver_sql(f"DELETE FROM {table.name} WHERE {key} = ANY($1::{_array_type(column, conn)})", (values,))
@@ -172,24 +196,22 @@ async def write_at_once(
     begin, commit, events and greenlet hand-overs cost 40-60 µs of Python a batch (~2.5 µs
     a message on the accept path)."""
     if conn.dialect.name != "postgresql":
-        statements = [_sqlite_insert(table, rows) for table, rows in inserts if rows]
+        statements = [statement for table, rows in inserts if rows for statement in _sqlite_insert(table, rows)]
         statements += [_sqlite_update(table, key, rows, nulls) for table, key, rows, nulls in updates if rows]
         if conn.in_transaction():
-            for sql, rows in statements:
-                await _sqlite_many(conn, sql, rows)
+            await _sqlite_run(conn, statements)
             return
         driver = sqlite_driver.deferring(conn.sync_connection.connection.dbapi_connection)  # type: ignore[union-attr]
         if driver is not None:
             error = conn.dialect.loaded_dbapi.Error
             try:
-                await driver.transaction([(sql, rows, True) for sql, rows in statements])
+                await driver.transaction(statements)
             except error as exc:  # raised as SQLAlchemy raises a driver's error
-                sql = "; ".join(sql for sql, _rows in statements)
+                sql = "; ".join(dict.fromkeys(sql for sql, _parameters, _many in statements))
                 raise DBAPIError.instance(sql, None, exc, error, hide_parameters=True, dialect=conn.dialect) from exc
             return
         async with conn.begin():
-            for sql, rows in statements:
-                await conn.exec_driver_sql(sql, rows)
+            await _sqlite_run(conn, statements)
         return
     parts: list[str] = []
     params: list[Any] = []

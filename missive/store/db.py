@@ -39,7 +39,11 @@ def _engine(settings: Settings) -> AsyncEngine:
         one_hop: dict[str, Any] = {}
         if parsed.database and parsed.database != ":memory:" and not parsed.query:
             # aiosqlite with one thread hop per statement (missive/store/sqlite_driver.py).
-            one_hop["async_creator"] = sqlite_driver.connector(parsed.database, timeout=settings.sqlite_busy_timeout)
+            # Prepared statements kept: batched inserts come in seven sizes per table and
+            # column set (store/bulk.py), more than the default 128 hold with the rest.
+            one_hop["async_creator"] = sqlite_driver.connector(
+                parsed.database, timeout=settings.sqlite_busy_timeout, cached_statements=512
+            )
         engine = create_async_engine(
             url,
             json_serializer=_json_dumps,
