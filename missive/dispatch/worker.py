@@ -39,7 +39,7 @@ from missive.dispatch.sessions import SessionKeeper
 from missive.observability import context, metrics
 from missive.sms.gsm import count_parts
 from missive.store import rates
-from missive.store.claims import claim_due, release
+from missive.store.claims import as_dicts, claim_due, release
 from missive.store.faults import classify, describe
 from missive.store.locks import lock_names
 from missive.store.statuses import StatusChange
@@ -364,5 +364,5 @@ def _units(message: dict[str, Any]) -> int:
 async def _messages(conn: AsyncConnection, uuids: list[str]) -> dict[str, dict[str, Any]]:
     if not uuids:
         return {}
-    rows = await conn.execute(select(messages).where(messages.c.uuid.in_(uuids)))
-    return {r.uuid: dict(r._mapping) for r in rows}
+    rows = as_dicts(await conn.execute(select(messages).where(messages.c.uuid.in_(uuids))))
+    return {row["uuid"]: row for row in rows}
