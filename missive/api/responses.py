@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -21,3 +22,9 @@ class Accepted(Response):
         self.background = None
         self.body = b'{"message_uuid":"%s"}' % message_uuid.encode()
         self.raw_headers = [(b"content-length", b"%d" % len(self.body)), (b"content-type", b"application/json")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette's, less what a 202 to an HTTP request never has (a websocket prefix,
+        # a background task).
+        await send({"type": "http.response.start", "status": 202, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})

@@ -159,7 +159,11 @@ class GroupWriter(Batcher[Rows]):
         on_committed: Callable[[list[Rows]], None] | None = None,
     ) -> None:
         async def insert(conn: AsyncConnection, items: list[Rows]) -> list[Rows]:
-            await write_at_once(conn, [(table, [row for rows in items for row in rows.get(table, ())]) for table in tables])
+            by_table: dict[Table, list[dict]] = {table: [] for table in tables}
+            for rows in items:
+                for table, table_rows in rows.items():
+                    by_table[table].extend(table_rows)
+            await write_at_once(conn, list(by_table.items()))
             return items
 
         # `on_committed` gets each committed batch, once per batch rather than per item.
