@@ -119,6 +119,23 @@ def test_a_batch_that_fails_in_its_last_table_leaves_nothing_of_the_first(tmp_pa
     asyncio.run(run())
 
 
+def test_rows_of_a_table_the_writer_does_not_write_fail_the_batch_rather_than_vanish(tmp_path: Path) -> None:
+    # The writer sorts a batch's rows into its tables in one pass; a row for another
+    # table is an error of the caller, reported, not a row silently left out.
+    async def run() -> None:
+        account_id = await _new_account(tmp_path)
+        message_uuid, rows = _message(account_id)
+        stray = {**rows, webhook_attempts: [{"webhook_id": "w-1", "at": 1.0, "status_code": 200}]}
+        _seen, outcomes, engine = await _accept(tmp_path, [[stray]])
+        try:
+            assert isinstance(outcomes[0], KeyError)
+            assert await _count(engine, messages, uuid=message_uuid) == 0
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
 @pytest.mark.parametrize("ok", [True, False])
 def test_webhook_results_record_the_attempt_and_move_the_row_together(tmp_path: Path, ok: bool) -> None:
     async def run() -> None:
