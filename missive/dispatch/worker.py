@@ -39,9 +39,10 @@ from missive.dispatch.sessions import SessionKeeper
 from missive.observability import context, metrics
 from missive.sms.gsm import count_parts
 from missive.store import rates
-from missive.store.claims import as_dicts, claim_due, release
+from missive.store.claims import claim_due, release
 from missive.store.faults import classify, describe
 from missive.store.locks import lock_names
+from missive.store.rows import as_dicts
 from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, timers
 from missive.store.writer import Batcher

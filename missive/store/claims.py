@@ -12,20 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Column, CursorResult, Table, or_, select, update
+from sqlalchemy import Column, Table, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.store.faults import describe
+from missive.store.rows import as_dicts
 
 log = logging.getLogger("missive.store")
-
-
-def as_dicts(result: CursorResult[Any]) -> list[dict[str, Any]]:
-    """The rows of `result` as dicts: `dict(row._mapping)` goes through SQLAlchemy's
-    mapping view per column, a third slower on the claim paths, which turn every
-    message and webhook of a busy process into dicts."""
-    keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 async def claim_due(

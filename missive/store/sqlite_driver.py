@@ -36,6 +36,8 @@ from typing import Any
 import aiosqlite
 
 _Result = tuple[Any, list[Any], int, int | None]
+Statement = tuple[str, Any, bool]  # SQL, parameters, executemany
+
 
 def _null(_value: None) -> None:
     return None
@@ -50,8 +52,6 @@ def _null(_value: None) -> None:
 # (~0.04 us). Registrations are the sqlite3 module's, process-wide; this one binds None
 # as NULL, as without it.
 sqlite3.register_adapter(type(None), _null)
-
-Statement = tuple[str, Any, bool]  # SQL, parameters, executemany
 
 
 def _execute(target: sqlite3.Connection | sqlite3.Cursor, sql: str, parameters: Any, many: bool) -> None:

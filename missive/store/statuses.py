@@ -17,11 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.store.bulk import insert_many, update_many
+from missive.store.rows import as_dicts
 from missive.store.tables import message_events, messages
 
-# The uuid first: rows are keyed by it.
 _ROW = [column for column in messages.c if column.name != "body"]
-assert _ROW[0].name == "uuid"
 
 RANK = {"accepted": 0, "submitted": 1, "delivered": 2, "rejected": 2, "undeliverable": 2, "read": 3}
 FINAL = ("read", "rejected", "undeliverable")
@@ -54,9 +53,7 @@ async def apply_changes(
     query = select(*_ROW).where(messages.c.uuid.in_({c.message_uuid for c in changes}))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    result = await conn.execute(query)
-    names = list(result.keys())
-    current = {row[0]: dict(zip(names, row, strict=True)) for row in result}
+    current = {row["uuid"]: row for row in as_dicts(await conn.execute(query))}
     events: list[dict[str, Any]] = []
     applied: list[tuple[StatusChange, dict[str, Any]]] = []
     # One update per message: its last move in this batch.
