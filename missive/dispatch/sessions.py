@@ -45,6 +45,8 @@ class SessionKeeper:
         self._channels = {kind: c for kind, c in channels.items() if hasattr(c, "maintain")}
         # Set when a send found no session here: look for a free slot now, not next round.
         self.wake = asyncio.Event()
+        # When the leases of the last round run out (0: no round yet).
+        self._leased_until = 0.0
 
     async def run(self, stopping: asyncio.Event) -> None:
         if not self._channels:
@@ -66,9 +68,13 @@ class SessionKeeper:
 
     async def _round(self) -> None:
         interval = self._settings.sessions_interval
-        now = self._clock()
         lease = max(LEASE_MIN, LEASE_ROUNDS * interval)
         rows = await links_of_kinds(self._engine, list(self._channels))
+        now = self._clock()
+        if self._leased_until and now > self._leased_until:
+            # The process stalled, or its rounds failed, past its leases: `hold` takes back
+            # the slots nobody took meanwhile and gives up the others (their binds close).
+            log.warning("bind slot leases ran out %.1f s ago; holding the slots again", now - self._leased_until)
         async with self._engine.begin() as conn:
             await bind_slots.heartbeat(conn, self.id, now, forget_before=now - 10 * lease)
             live = await bind_slots.live_dispatchers(conn, since=now - lease)
@@ -78,9 +84,10 @@ class SessionKeeper:
             link = as_link(row, self._settings)
             wanted = _binds(link)
             async with self._engine.begin() as conn:
-                mine = await bind_slots.hold(conn, self.id, link.id, wanted, math.ceil(wanted / live), now, lease)
+                mine = await bind_slots.hold(conn, self.id, link.id, wanted, math.ceil(wanted / live), lease, self._clock)
             if mine:
                 held[link.kind].append(replace(link, config={**link.config, "binds": mine}))
+        self._leased_until = now + lease if any(held.values()) else 0.0
         for kind, links in held.items():
             await self._channels[kind].maintain(links)  # type: ignore[attr-defined]
 

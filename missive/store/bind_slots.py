@@ -4,11 +4,18 @@ A link with K binds has K slots. Each dispatcher process, at every round of its 
 loop, says it is alive (`heartbeat`), counts the live ones (M), and holds up to ceil(K/M)
 slots of each link (`hold`): it keeps and renews its own, gives back any above its share,
 and takes free or expired ones. A slot is held under a lease, so the slots of a
-dispatcher that died free themselves, and binds across all processes never exceed K
-(except while a stalled process outlives its lease without noticing).
+dispatcher that died free themselves, and binds across all processes never exceed K.
+
+A process that stalls past its lease (a long event-loop stall or SQLite lock, a VM
+pause) keeps its binds up meanwhile, and another process may take its slots and bind
+them too: the SMSC sees more than K binds until the stalled one runs its next round.
+That round takes back the slots nobody took (the row still names it: nobody bound them
+meanwhile) and gives up the others, whose binds its channel then closes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,7 +35,8 @@ async def live_dispatchers(conn: AsyncConnection, since: float) -> int:
     return max(1, int(count))
 
 
-async def hold(conn: AsyncConnection, me: str, link_id: str, slots: int, share: int, now: float, lease: float) -> int:
+async def hold(conn: AsyncConnection, me: str, link_id: str, slots: int, share: int, lease: float,
+               clock: Callable[[], float]) -> int:
     """Hold up to `share` of the link's `slots`; how many this process now holds."""
     await conn.execute(
         insert(conn, bind_slots).values([{"link_id": link_id, "slot": i, "holder": None, "until": 0.0} for i in range(slots)])
@@ -39,7 +47,11 @@ async def hold(conn: AsyncConnection, me: str, link_id: str, slots: int, share: 
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     rows = (await conn.execute(query)).all()
-    mine = [r.slot for r in rows if r.holder == me and r.until >= now]
+    # Read once the slots are locked: a lease dated from before a long wait for the lock
+    # could be over already when written, and taken by another process at once.
+    now = clock()
+    # Ours even when our lease ran out (we stalled): no one else took the slot meanwhile.
+    mine = [r.slot for r in rows if r.holder == me]
     free = [r.slot for r in rows if r.holder != me and (r.holder is None or r.until < now)]
     keep = (mine + free)[:share]
     give_back = [slot for slot in mine if slot not in keep]
