@@ -1,7 +1,8 @@
-"""Numbers: `/v1/numbers`, `missive number add|list|remove`, and `owner_of`, the lookup an
-inbound SMS makes with the SMSC's destination address.
+"""Numbers: `/v1/numbers`, `missive number add|list|remove`, and `number_of`, the lookup an
+inbound SMS makes with the SMSC's destination address among its link's account's numbers.
 
-A real server on 127.0.0.1 with two accounts: a number belongs to one account, whichever.
+A real server on 127.0.0.1 with two accounts: each has its own numbers, and what one
+registers neither conflicts with nor shows to the other.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from missive.store.db import make_engine
-from missive.store.numbers import normalise_number, owner_of
+from missive.store.numbers import normalise_number, number_of
+from missive.store.tables import accounts as accounts_table
 from tests.harness import Server, missive, missive_json, provisioned_server, settings_for
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -200,13 +203,13 @@ def test_number_update_validation(accounts: Accounts, body: Any, names: list[str
         assert client.get("/v1/numbers/447700900006", auth=server.basic).json()["application_id"] == server.app_id
 
 
-def test_a_number_belongs_to_one_account(accounts: Accounts) -> None:
+def test_each_account_has_its_own_numbers(accounts: Accounts) -> None:
     server, other = accounts.server, accounts.other
     assert add(server, {"number": "447700900008"}).status_code == 201
-    # Again, by its owner or by another account, in any spelling: a conflict.
-    for auth, spelled in ((server.basic, "447700900008"), (other, "+447700900008"), (other, "00447700900008")):
-        problem = assert_problem(add(server, {"number": spelled}, auth), 409)
-        assert "447700900008" in problem["detail"] and "already linked" in problem["detail"]
+    # Again by its owner, in any spelling: a conflict.
+    for spelled in ("447700900008", "+447700900008", "00447700900008", "+44 7700 900008"):
+        problem = assert_problem(add(server, {"number": spelled}, server.basic), 409)
+        assert "447700900008" in problem["detail"] and "already linked to this account" in problem["detail"]
     with server.client() as client:
         # The other account neither sees it nor changes it.
         assert client.get("/v1/numbers/447700900008", auth=other).status_code == 404
@@ -222,31 +225,41 @@ def test_a_number_belongs_to_one_account(accounts: Accounts) -> None:
         assert assert_problem(moved, 422)["invalid_parameters"][0]["name"] == "application_id"
         mine = client.get("/v1/numbers/447700900008", auth=server.basic)
         assert mine.status_code == 200 and mine.json()["application_id"] is None
+    # Registering it in the other account is not refused (which would tell that someone
+    # has it) and leaves the first account's number as it was.
+    theirs = add(server, {"number": "+44 7700 900008", "application_id": accounts.other_app}, other)
+    assert theirs.status_code == 201 and theirs.json()["number"] == "447700900008"
+    with server.client() as client:
+        mine = client.get("/v1/numbers/447700900008", auth=server.basic)
+        assert mine.status_code == 200 and mine.json()["application_id"] is None
+        assert client.delete("/v1/numbers/447700900008", auth=other).status_code == 204
+        assert client.get("/v1/numbers/447700900008", auth=server.basic).status_code == 200
 
 
-def test_owner_of_reads_the_smsc_destination(accounts: Accounts) -> None:
+def test_number_of_reads_the_smsc_destination_among_the_account_numbers(accounts: Accounts) -> None:
     server = accounts.server
     assert add(server, {"number": "447700900010", "application_id": server.app_id}).status_code == 201
     assert add(server, {"number": "447700900011"}, accounts.other).status_code == 201
 
-    async def owners() -> dict[str, tuple[str, str | None] | None]:
+    async def lookups() -> dict[str, tuple[str | None] | None]:
         engine = make_engine(settings_for(server.data_dir))
         try:
             async with engine.connect() as conn:
+                account_id = (await conn.execute(
+                    select(accounts_table.c.id).where(accounts_table.c.api_key == server.api_key))).scalar_one()
                 return {
-                    addr: await owner_of(conn, addr)
+                    addr: await number_of(conn, account_id, addr)
                     for addr in ("447700900010", "+447700900010", "00447700900010", "447700900011",
                                  "447700900012", "not a number", "")
                 }
         finally:
             await engine.dispose()
 
-    found = asyncio.run(owners())
-    first = found["447700900010"]
-    assert first is not None and first[1] == server.app_id
-    assert found["+447700900010"] == found["00447700900010"] == first
-    second = found["447700900011"]
-    assert second is not None and second[1] is None and second[0] != first[0]
+    found = asyncio.run(lookups())
+    assert found["447700900010"] == (server.app_id,)
+    assert found["+447700900010"] == found["00447700900010"] == (server.app_id,)
+    # The other account's number is not this account's, whatever the other has.
+    assert found["447700900011"] is None
     assert found["447700900012"] is None and found["not a number"] is None and found[""] is None
 
 
@@ -274,7 +287,7 @@ def test_cli_add_list_remove(accounts: Accounts) -> None:
         data_dir,
         ["number", "list", "--api-key", server.api_key, "--json"],
         ["number", "list", "--api-key", server.api_key],
-        ["number", "add", "447700900022", "--api-key", server.api_key],  # the other account's
+        ["number", "add", "447700900021", "--api-key", server.api_key],  # its own again
     )
     assert listed.returncode == 0, listed.stderr
     views = {v["number"]: v for v in json.loads(listed.stdout)}

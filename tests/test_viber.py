@@ -306,8 +306,8 @@ def test_receipt_of_a_transaction_allows_promotions(tmp_path: Path) -> None:
             async with engine.begin() as conn:
                 await conn.execute(messages.insert().values(**earlier))
                 await conn.execute(messages.insert().values(**promotion))
-                await conn.execute(provider_refs.insert().values(kind="viber", ref="77", message_uuid=earlier["uuid"], created_at=0))
-                await viber_rules.learn_receipt(conn, "link-1", "viber", "77", USER, time.time())
+                await conn.execute(provider_refs.insert().values(link_id="link-1", ref="77", message_uuid=earlier["uuid"], created_at=0))
+                await viber_rules.learn_receipt(conn, "link-1", "77", USER, time.time())
                 # Even should the message row later be gone, the user keeps the right.
                 await conn.execute(messages.delete().where(messages.c.uuid == earlier["uuid"]))
             async with engine.connect() as conn:

@@ -5,8 +5,10 @@
     PATCH /v1/messages/{uuid}  {"status": "read"}     -> the page's `mark_seen`
 
 One URL serves the deployment: a Facebook app subscribes once for all its pages, and
-each entry names its page. A POST is refused whole (401, nothing stored) when its
-signature does not match the app secret of every linked page it carries.
+each entry names its page. Each page's events go to the link of that page whose app
+secret signed the body (two accounts may link the same page id; only the one holding
+the real app secret gets its callbacks). A POST is refused whole (401, nothing stored)
+when the pages it names are linked and no link's secret signed it.
 """
 
 from __future__ import annotations
@@ -52,14 +54,15 @@ log = logging.getLogger("missive.messenger")
 KIND = MessengerChannel.kind
 
 
-async def page_links(engine: AsyncEngine, account_id: str | None = None) -> dict[str, dict[str, Any]]:
-    """Messenger links by page id; the oldest wins when a page was linked twice."""
+async def page_links(engine: AsyncEngine, account_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Messenger links by page id. A page id may be linked by several accounts: which of
+    them a callback belongs to is settled by its signature, never by who linked first."""
     rows = await links_of_kinds(engine, [KIND], account_id)
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         page = (row["config"] or {}).get("page_id")
         if isinstance(page, str):
-            found.setdefault(page, row)
+            found.setdefault(page, []).append(row)
     return found
 
 
@@ -69,28 +72,44 @@ async def handshake(request: Request) -> Response:
     if params.get("hub.mode") == "subscribe" and token:
         links = await page_links(services(request).engine)
         # Every token is compared, so the answer time does not tell which one nearly matched.
-        matches = [hmac.compare_digest(token.encode(), str(r["config"].get("verify_token", "")).encode()) for r in links.values()]
+        matches = [hmac.compare_digest(token.encode(), str(r["config"].get("verify_token", "")).encode())
+                   for rows in links.values() for r in rows]
         if any(matches):
             return PlainTextResponse(challenge)
     raise ProblemError(403, f"{ERRORS}#forbidden", "Forbidden", "The verify token matches no Messenger link.")
 
 
-
-
-async def _resolve(engine: AsyncEngine, account_id: str, parsed: list) -> tuple[list, list]:
-    """Watermarks turned into one status event per message they cover."""
+async def _resolve(engine: AsyncEngine, link_id: str, parsed: list) -> tuple[list, list]:
+    """Watermarks turned into one status event per message of the link they cover."""
     events: list[StatusEvent | InboundEvent] = []
     keys: list[str | None] = []
     async with engine.connect() as conn:
         for event, key in parsed:
             if isinstance(event, Watermark):
-                for ref in await refs_before_watermark(conn, account_id, event):
+                for ref in await refs_before_watermark(conn, link_id, event):
                     events.append(StatusEvent(ref, event.status))
                     keys.append(None)
             else:
                 events.append(event)
                 keys.append(key)
     return events, keys
+
+
+def _verified_links(raw: bytes, signature: str, pages: list[str], links: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """For each page the body names, the link of that page whose app secret signed it.
+
+    The body is signed once, by the Facebook app that subscribed: of the links of a page
+    (a second account may have linked the same page id), the one whose secret verifies
+    is the page's, and the others get nothing. A body naming linked pages none of whose
+    links verify is refused whole."""
+    candidates = [(page, row) for page in dict.fromkeys(pages) for row in links.get(page, [])]
+    verified: dict[str, dict[str, Any]] = {}
+    for page, row in candidates:
+        if page not in verified and signature_ok(raw, signature, str(row["config"].get("app_secret", ""))):
+            verified[page] = row
+    if candidates and not verified:
+        raise unauthorized()
+    return verified
 
 
 async def receive(request: Request) -> Response:
@@ -103,18 +122,22 @@ async def receive(request: Request) -> Response:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise invalid_json("Malformed JSON") from None
-    links = await page_links(svc.engine)
-    linked = {page: links[page] for page in entry_pages(body) if page in links}
-    for row in linked.values():
-        if not signature_ok(raw, signature, str(row["config"].get("app_secret", ""))):
-            raise unauthorized()
-    by_page = parse_webhook(body)
-    for page, row in linked.items():
-        events, keys = await _resolve(svc.engine, row["account_id"], by_page.get(page, []))
+    # Only the page ids are read before the signature is checked; the events only of
+    # a body a link's secret signed.
+    verified = _verified_links(raw, signature, entry_pages(body), await page_links(svc.engine))
+    if not verified:
+        return PlainTextResponse("EVENT_RECEIVED")
+    try:
+        by_page = parse_webhook(body)
+    except ValueError:
+        raise invalid_json("Not a Messenger webhook body.") from None
+    for page, row in verified.items():
+        events, keys = await _resolve(svc.engine, row["id"], by_page.get(page, []))
         if events:
-            counts = await ingest(svc.engine, svc.targets, LinkOwner(KIND, row["account_id"], row["application_id"]), events, keys)
-            log.info("messenger page %s: %s", page, counts)
-    if linked and svc.dispatcher is not None:
+            owner = LinkOwner(row["id"], KIND, row["account_id"], row["application_id"])
+            counts = await ingest(svc.engine, svc.targets, owner, events, keys)
+            log.info("messenger page %s (link %s): %s", page, row["id"], counts)
+    if svc.dispatcher is not None:
         svc.dispatcher.webhooks.wake.set()
     return PlainTextResponse("EVENT_RECEIVED")
 
@@ -149,7 +172,7 @@ async def mark_read(request: Request) -> Response:
         raise not_found("Message", message_uuid)
     if row["channel"] != "messenger":
         raise invalid_params([InvalidParameter("status", f"the {row['channel']} channel cannot mark messages read")])
-    link_row = (await page_links(svc.engine, principal.account_id)).get(row["to_addr"])
+    link_row = next(iter((await page_links(svc.engine, principal.account_id)).get(row["to_addr"], [])), None)
     if link_row is not None:
         await _mark_seen(svc.settings, row["from_addr"], link_row)
     async with svc.engine.begin() as conn:

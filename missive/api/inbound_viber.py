@@ -66,7 +66,7 @@ async def callback(request: Request) -> Response:
     if parsed.users:
         await _learn(svc.engine, row["id"], parsed, now)
     if parsed.events:
-        owner = LinkOwner(KIND, row["account_id"], row["application_id"])
+        owner = LinkOwner(row["id"], KIND, row["account_id"], row["application_id"])
         counts = await ingest(svc.engine, svc.targets, owner, parsed.events, parsed.keys)
         await _learn_receipts(svc.engine, row["id"], parsed)
         log.info("viber callback for link %s: %s", row["id"], counts)
@@ -95,7 +95,7 @@ async def _learn_receipts(engine: AsyncEngine, link_id: str, parsed: Callback) -
     try:
         async with engine.begin() as conn:
             for event in receipts:
-                await viber_rules.learn_receipt(conn, link_id, KIND, event.provider_ref, user_id, time.time())
+                await viber_rules.learn_receipt(conn, link_id, event.provider_ref, user_id, time.time())
     except IntegrityError:
         pass  # created concurrently; the next receipt records it
 

@@ -3,9 +3,11 @@
     POST /v1/numbers {"number": "447700900000", "application_id": "..."}
     PATCH /v1/numbers/447700900000 {"application_id": null}
 
-An inbound SMS goes to the application that owns its `to` number (null: the account's
-own inbound URL). A number belongs to one account: linking one already linked, by any
-account, is a 409.
+An inbound SMS arriving on one of the account's links goes to the application its `to`
+number is linked to among the account's numbers (null: the account's own inbound URL).
+Each account has its own numbers: linking one this account has already linked is a 409;
+another account's numbers neither conflict nor show (no answer says whether another
+account has a number).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 A channel parses its provider's callback into events; this module finds each receipt's
 message through `provider_refs`, drops events already handled (`seen_events`), and
-writes statuses, inbound messages and their webhooks in one transaction.
+writes statuses, inbound messages and their webhooks in one transaction. Both lookups
+are scoped to the link the callback arrived on (and was verified against): another
+account's link naming this link's message ids finds nothing.
 """
 
 from __future__ import annotations
@@ -24,28 +26,30 @@ from missive.webhooks.outbox import WebhookTargets, enqueue_inbound_webhook
 
 @dataclass(frozen=True)
 class LinkOwner:
-    """Whose link received the callback: where inbound messages go."""
+    """The link that received the callback: whose references it may name, and where
+    inbound messages go."""
 
+    link_id: str
     kind: str
     account_id: str
     application_id: str | None
 
 
-async def first_time(conn: AsyncConnection, kind: str, key: str, now: float) -> bool:
-    """Mark a provider event handled; False when it already was (the provider resent it)."""
-    seen = (
-        await conn.execute(select(seen_events.c.event_key).where(seen_events.c.kind == kind, seen_events.c.event_key == key))
-    ).first()
-    if seen is not None:
+async def first_time(conn: AsyncConnection, link_id: str, key: str, now: float) -> bool:
+    """Mark a provider event of a link handled; False when it already was (the provider
+    resent it)."""
+    where = (seen_events.c.link_id == link_id, seen_events.c.event_key == key)
+    if (await conn.execute(select(seen_events.c.event_key).where(*where))).first() is not None:
         return False
-    await conn.execute(seen_events.insert().values(kind=kind, event_key=key, created_at=now))
+    await conn.execute(seen_events.insert().values(link_id=link_id, event_key=key, created_at=now))
     return True
 
 
-async def message_for_ref(conn: AsyncConnection, kind: str, ref: str) -> str | None:
+async def message_for_ref(conn: AsyncConnection, link_id: str, ref: str) -> str | None:
+    """The message a link sent with provider reference `ref`."""
     row = (
         await conn.execute(
-            select(provider_refs.c.message_uuid).where(provider_refs.c.kind == kind, provider_refs.c.ref == ref)
+            select(provider_refs.c.message_uuid).where(provider_refs.c.link_id == link_id, provider_refs.c.ref == ref)
         )
     ).first()
     return row.message_uuid if row else None
@@ -68,11 +72,11 @@ async def ingest(
     async with engine.begin() as conn:
         changes = []
         for event, key in zip(events, keys, strict=True):
-            if key is not None and not await first_time(conn, owner.kind, key, now):
+            if key is not None and not await first_time(conn, owner.link_id, key, now):
                 counts["duplicates"] += 1
                 continue
             if isinstance(event, StatusEvent):
-                message_uuid = await message_for_ref(conn, owner.kind, event.provider_ref)
+                message_uuid = await message_for_ref(conn, owner.link_id, event.provider_ref)
                 if message_uuid is None:
                     counts["unknown"] += 1
                     continue
@@ -112,4 +116,5 @@ async def record_inbound(
 ) -> dict[str, Any]:
     """Store one inbound message (the sandbox's, made on demand) and queue its webhook."""
     async with engine.begin() as conn:
-        return await store_inbound(conn, targets, LinkOwner("sandbox", account_id, application_id), event, time.time())
+        owner = LinkOwner(f"sandbox:{event.channel}", "sandbox", account_id, application_id)
+        return await store_inbound(conn, targets, owner, event, time.time())

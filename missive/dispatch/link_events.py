@@ -6,8 +6,12 @@ transaction before the provider is answered.
                      part; no such message yet -> kept in `unmatched_receipts` and applied
                      when a send result with that reference is recorded
     InboundPart   -> kept until every part of the message has arrived, then reassembled
-    InboundEvent  -> an inbound message for the application owning the `to` number
-                     (else the link's owner), and its webhook
+    InboundEvent  -> an inbound message of the link's account: for the application its
+                     `to` number is linked to among that account's numbers, else the
+                     link's own application (or the account), and its webhook
+
+Everything is attributed through the link it arrived on: references are looked up among
+that link's, numbers among its account's.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from missive.dispatch.recording import record_statuses
 from missive.sms.deliveries import ref_forms, smsc_id_of, text_event
 from missive.sms.encoding import join_parts
 from missive.store.locks import lock_names
-from missive.store.numbers import owner_of
+from missive.store.numbers import number_of
 from missive.store.statuses import StatusChange
 from missive.store.tables import (
     inbound_parts,
@@ -51,33 +55,34 @@ async def apply_link_events(
     for link, events in batch:
         for event in events:
             if isinstance(event, Receipt):
-                receipts.setdefault(link.kind, []).append(event)
+                receipts.setdefault(link.id, []).append(event)
                 continue
             if isinstance(event, InboundPart):
                 event = await _reassemble(conn, link, event, now)
                 if event is None:
                     continue
             await _inbound(conn, targets, link, event, now)
-    for kind, group in receipts.items():
-        changes.extend(await receipt_changes(conn, kind, group, now))
+    for link_id, group in receipts.items():
+        changes.extend(await receipt_changes(conn, link_id, group, now))
     await record_statuses(conn, targets, changes, now)
 
 
 def event_lock_names(batch: list[tuple[ChannelLink, list[Any]]]) -> list[str]:
     """The names the caller of `apply_link_events` locks first: the references its
     receipts name (see missive.dispatch.outcomes.lock_names_of)."""
-    return [f"{link.kind}:{ref}" for link, events in batch for e in events if isinstance(e, Receipt) for ref in e.refs]
+    return [f"ref:{ref}" for _link, events in batch for e in events if isinstance(e, Receipt) for ref in e.refs]
 
 
 async def receipt_changes(
-    conn: AsyncConnection, kind: str, receipts: list[Receipt], now: float, keep_unmatched: bool = True
+    conn: AsyncConnection, link_id: str, receipts: list[Receipt], now: float, keep_unmatched: bool = True
 ) -> list[StatusChange]:
-    """The status changes of `receipts`, in order. Their references and the part counts
-    of their messages are read with one query each for the whole batch."""
+    """The status changes of `receipts` that arrived on link `link_id`, in order. Their
+    references (among that link's) and the part counts of their messages are read with
+    one query each for the whole batch."""
     wanted = {ref for receipt in receipts for ref in receipt.refs}
     found = dict((await conn.execute(
         select(provider_refs.c.ref, provider_refs.c.message_uuid)
-        .where(provider_refs.c.kind == kind, provider_refs.c.ref.in_(wanted))
+        .where(provider_refs.c.link_id == link_id, provider_refs.c.ref.in_(wanted))
     )).all()) if wanted else {}
     matched: list[tuple[Receipt, str, str]] = []
     unmatched: list[dict[str, Any]] = []
@@ -89,7 +94,7 @@ async def receipt_changes(
         elif keep_unmatched:
             log.warning("receipt for unknown reference %s (%s): kept until a message with it is recorded",
                         receipt.refs[0], receipt.status)
-            unmatched.append({"kind": kind, "ref": receipt.refs[0], "status": receipt.status,
+            unmatched.append({"link_id": link_id, "ref": receipt.refs[0], "status": receipt.status,
                               "error_code": receipt.error_code, "error_reason": receipt.error_reason, "created_at": now})
     if unmatched:
         await conn.execute(unmatched_receipts.insert(), unmatched)
@@ -106,12 +111,12 @@ async def receipt_changes(
         if parts.get(message_uuid, 0) <= 1:
             changes.append(change)
         else:
-            changes.extend(await _part_receipt(conn, kind, ref, message_uuid, parts[message_uuid], receipt, change, now))
+            changes.extend(await _part_receipt(conn, link_id, ref, message_uuid, parts[message_uuid], receipt, change, now))
     return changes
 
 
 async def _part_receipt(
-    conn: AsyncConnection, kind: str, ref: str, message_uuid: str, parts: int, receipt: Receipt,
+    conn: AsyncConnection, link_id: str, ref: str, message_uuid: str, parts: int, receipt: Receipt,
     change: StatusChange, now: float,
 ) -> list[StatusChange]:
     """A receipt for one part of a multipart SMS: the message's change once all its parts
@@ -119,12 +124,12 @@ async def _part_receipt(
     # Receipts of two parts may be counted by two processes at once: one at a time.
     await lock_names(conn, [f"message:{message_uuid}"])
     seen = (await conn.execute(
-        select(part_receipts.c.status).where(part_receipts.c.kind == kind, part_receipts.c.ref == ref)
+        select(part_receipts.c.status).where(part_receipts.c.link_id == link_id, part_receipts.c.ref == ref)
     )).first()
     if seen is not None:
         return []  # this part's receipt again
     await conn.execute(part_receipts.insert().values(
-        kind=kind, ref=ref, message_uuid=message_uuid, status=receipt.status, created_at=now))
+        link_id=link_id, ref=ref, message_uuid=message_uuid, status=receipt.status, created_at=now))
     if receipt.status != "delivered":
         return [change]
     delivered = (await conn.execute(
@@ -135,20 +140,20 @@ async def _part_receipt(
 
 
 async def rematch(conn: AsyncConnection, targets: WebhookTargets, refs: list[tuple[str, str]], now: float) -> None:
-    """Apply kept receipts that name references just recorded (called in the same
-    transaction as the send results, after their `submitted`)."""
-    by_kind: dict[str, set[str]] = {}
-    for kind, ref in refs:
-        by_kind.setdefault(kind, set()).update(ref_forms(ref))
+    """Apply kept receipts that name references just recorded, as (link id, reference)
+    (called in the same transaction as the send results, after their `submitted`)."""
+    by_link: dict[str, set[str]] = {}
+    for link_id, ref in refs:
+        by_link.setdefault(link_id, set()).update(ref_forms(ref))
     changes: list[StatusChange] = []
-    for kind, forms in by_kind.items():
+    for link_id, forms in by_link.items():
         kept = (await conn.execute(
-            select(unmatched_receipts).where(unmatched_receipts.c.kind == kind, unmatched_receipts.c.ref.in_(forms))
+            select(unmatched_receipts).where(unmatched_receipts.c.link_id == link_id, unmatched_receipts.c.ref.in_(forms))
             .order_by(unmatched_receipts.c.id)
         )).all()
         if kept:
             receipts = [Receipt(ref_forms(row.ref), row.status, row.error_code, row.error_reason) for row in kept]
-            changes.extend(await receipt_changes(conn, kind, receipts, now, keep_unmatched=False))
+            changes.extend(await receipt_changes(conn, link_id, receipts, now, keep_unmatched=False))
         if kept:
             await conn.execute(delete(unmatched_receipts).where(unmatched_receipts.c.id.in_([r.id for r in kept])))
     if changes:
@@ -176,9 +181,9 @@ async def _reassemble(conn: AsyncConnection, link: ChannelLink, part: InboundPar
 
 
 async def _inbound(conn: AsyncConnection, targets: WebhookTargets, link: ChannelLink, event: InboundEvent, now: float) -> None:
-    owner = await owner_of(conn, event.to)
-    account_id, application_id = owner if owner else (link.account_id, link.application_id)
-    if account_id is None:
+    if link.account_id is None:
         log.warning("link %s: inbound message to %s has no owner; dropped", link.id, event.to)
         return
-    await store_inbound(conn, targets, LinkOwner(link.kind, account_id, application_id), event, now)
+    number = await number_of(conn, link.account_id, event.to)
+    application_id = number[0] if number else link.application_id
+    await store_inbound(conn, targets, LinkOwner(link.id, link.kind, link.account_id, application_id), event, now)

@@ -13,7 +13,7 @@ from missive.dispatch.recording import record_statuses
 from missive.sms.deliveries import ref_forms
 from missive.store.bulk import delete_many, insert_many, update_many
 from missive.store.statuses import StatusChange
-from missive.store.tables import outbox, provider_refs, timers
+from missive.store.tables import messages, outbox, provider_refs, timers
 from missive.webhooks.outbox import WebhookTargets
 
 
@@ -24,8 +24,10 @@ class Outcome:
     # A status to record (submitted, rejected, undeliverable), or None for a retry.
     change: StatusChange | None = None
     follow_ups: tuple[FollowUp, ...] = ()
-    # (link kind, provider reference) pairs by which receipts will find this message.
-    refs: tuple[tuple[str, str], ...] = ()
+    # The link the message went out on (id, kind), and the provider references by which
+    # that link's receipts will find it.
+    link: tuple[str, str] | None = None
+    refs: tuple[str, ...] = ()
     retry_at: float | None = None
     attempts: int = 0
     error: str | None = None
@@ -35,15 +37,15 @@ def lock_names_of(outcomes: list[Outcome]) -> list[str]:
     """The names the caller of `write_outcomes` locks first (store/locks.py): the forms of
     the SMSC references it records. Then a receipt of these references being stored by
     another process at this moment is either seen here or sees these references."""
-    return [f"{kind}:{form}" for o in outcomes if o.retry_at is None
-            for kind, ref in o.refs if kind == "sms" for form in ref_forms(ref)]
+    return [f"ref:{form}" for o in outcomes if o.retry_at is None and o.link and o.link[1] == "sms"
+            for ref in o.refs for form in ref_forms(ref)]
 
 
 async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcomes: list[Outcome]) -> None:
     """Write a batch of outcomes; their webhooks go through `targets`. The caller holds
     the locks of `lock_names_of(outcomes)`."""
     done = [o for o in outcomes if o.retry_at is None]
-    sms_refs = [(kind, ref) for o in done for kind, ref in o.refs if kind == "sms"]
+    sms_refs = [(o.link[0], ref) for o in done if o.link and o.link[1] == "sms" for ref in o.refs]
     retries = [o for o in outcomes if o.retry_at is not None]
     await delete_many(conn, outbox, "message_uuid", [o.message_uuid for o in done])
     await update_many(
@@ -73,13 +75,17 @@ async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcome
         for f in o.follow_ups
         if f.after > 0
     ]
-    ref_rows = [
-        {"kind": kind, "ref": ref, "message_uuid": o.message_uuid, "created_at": o.at}
-        for o in done
-        for kind, ref in o.refs
-    ]
-    await insert_many(conn, provider_refs, ref_rows)
+    # A reference the provider repeats (an SMSC that restarted or wrapped its counter)
+    # names the newest message: recorded, never a fault of the batch.
+    ref_rows = {
+        (o.link[0], ref): {"link_id": o.link[0], "ref": ref, "message_uuid": o.message_uuid, "created_at": o.at}
+        for o in done if o.link
+        for ref in o.refs
+    }
+    await insert_many(conn, provider_refs, list(ref_rows.values()), replace=("message_uuid", "created_at"))
     await insert_many(conn, timers, timer_rows)
+    await update_many(conn, messages, "uuid", [
+        {"uuid": o.message_uuid, "link_id": o.link[0], "link_kind": o.link[1]} for o in done if o.link])
     now = max((o.at for o in outcomes), default=0.0)
     await record_statuses(conn, targets, [o.change for o in done if o.change is not None] + at_once, now)
     if sms_refs:

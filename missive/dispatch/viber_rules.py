@@ -131,13 +131,13 @@ async def learn(conn: AsyncConnection, link_id: str, updates: list[UserUpdate], 
         await _upsert(conn, link_id, change.user_id, values)
 
 
-async def learn_receipt(conn: AsyncConnection, link_id: str, kind: str, provider_ref: str, user_id: str, now: float) -> None:
-    """A delivered or seen transaction message: the user may now get promotions."""
+async def learn_receipt(conn: AsyncConnection, link_id: str, provider_ref: str, user_id: str, now: float) -> None:
+    """A delivered or seen transaction message of this link: the user may now get promotions."""
     row = (
         await conn.execute(
             select(messages.c.body)
             .select_from(provider_refs.join(messages, messages.c.uuid == provider_refs.c.message_uuid))
-            .where(provider_refs.c.kind == kind, provider_refs.c.ref == provider_ref)
+            .where(provider_refs.c.link_id == link_id, provider_refs.c.ref == provider_ref)
         )
     ).first()
     if row is not None and (row.body.get("viber_service") or {}).get("category", "transaction") == "transaction":

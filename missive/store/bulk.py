@@ -121,15 +121,25 @@ def _update_shape(table: Table, key: str, names: tuple[str, ...], nulls: tuple[s
     return _shape(f"UPDATE {table.name} SET {', '.join(sets)} WHERE {key} = ?", [table.c[name] for name in [*names, key]])
 
 
-def _sqlite_insert(table: Table, rows: list[dict[str, Any]]) -> list[sqlite_driver.Statement]:
+@functools.lru_cache(maxsize=64)
+def _upsert_tail(table: Table, replace: tuple[str, ...]) -> str:
+    """What makes an insert of rows whose key exists replace `replace` columns instead."""
+    if not replace:
+        return ""
+    keys = ", ".join(c.name for c in table.primary_key.columns)
+    return f" ON CONFLICT ({keys}) DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in replace)
+
+
+def _sqlite_insert(table: Table, rows: list[dict[str, Any]], replace: tuple[str, ...] = ()) -> list[sqlite_driver.Statement]:
     head, names, jsons = _insert_shape(table, frozenset(rows[0]))
     tuples = _as_tuples(names, jsons, rows)
+    tail = _upsert_tail(table, replace)
     statements: list[sqlite_driver.Statement] = []
     start = 0
     while start < len(tuples):
         count = min(_ROWS_PER_INSERT, 1 << ((len(tuples) - start).bit_length() - 1))
         chunk = tuples[start:start + count]
-        statements.append((_rows_sql(head, len(names), count), list(chain.from_iterable(chunk)), False))
+        statements.append((_rows_sql(head, len(names), count) + tail, list(chain.from_iterable(chunk)), False))
         start += count
     return statements
 
@@ -141,15 +151,19 @@ def _sqlite_update(
     return sql, _as_tuples(names, jsons, rows), True
 
 
-async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows` (dicts with the same keys; a left-out column takes its default)."""
+async def insert_many(
+    conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], replace: tuple[str, ...] = ()
+) -> None:
+    """Insert `rows` (dicts with the same keys; a left-out column takes its default). With
+    `replace`, a row whose primary key exists sets those columns of the row there instead
+    (the rows must then have distinct keys)."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        await _sqlite_run(conn, _sqlite_insert(table, rows))
+        await _sqlite_run(conn, _sqlite_insert(table, rows, replace))
         return
     sql, params = _pg_insert(conn, table, rows, 1)
-    await conn.exec_driver_sql(sql, tuple(params))
+    await conn.exec_driver_sql(sql + _upsert_tail(table, replace), tuple(params))
 
 
 async def update_many(

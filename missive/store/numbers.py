@@ -1,9 +1,11 @@
 """Numbers (SMS long codes, short codes) and the application their inbound messages go to.
 
-A number belongs to one account, whichever it is: the SMSC says only which number a
-message was sent to, so that number alone must name the account (and the application,
-or none for the account's own inbound URL). Numbers are kept normalised, E.164 digits
-without "+" or "00", so that an SMSC's "+447700900000" finds "447700900000".
+Each account has its own numbers: an inbound SMS arrives on a link, which names the
+account, and its `to` number is looked up among that account's numbers only (for the
+application, or none for the account's own inbound URL). Another account registering
+the same number, in any format, changes nothing for this one, and no answer says
+whether another account has it. Numbers are kept normalised, E.164 digits without "+"
+or "00", so that an SMSC's "+447700900000" finds "447700900000".
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ SHORT_CODE_MAX = 6
 
 
 class NumberTaken(Exception):
-    """The number is already linked, by this account or another."""
+    """The number is already linked by this account."""
 
 
 class UnknownApplication(LookupError):
@@ -73,7 +75,7 @@ async def add_number(engine: AsyncEngine, account_id: str, number: str, applicat
             await _check_application(conn, account_id, application_id)
             await conn.execute(numbers.insert().values(**row))
     except IntegrityError:
-        raise NumberTaken(f"{row['number']} is already linked (to this account or another)") from None
+        raise NumberTaken(f"{row['number']} is already linked to this account") from None
     return row
 
 
@@ -134,14 +136,16 @@ async def remove_number(engine: AsyncEngine, account_id: str, number: str) -> bo
     return result.rowcount == 1
 
 
-async def owner_of(conn: AsyncConnection, number: str) -> tuple[str, str | None] | None:
-    """(account_id, application_id) of the number an inbound SMS was sent to, as the SMSC
+async def number_of(conn: AsyncConnection, account_id: str, number: str) -> tuple[str | None] | None:
+    """(application_id,) of the account's number an inbound SMS was sent to, as the SMSC
     wrote it (destination_addr: "+447700900000", "00447700900000", "447700900000");
-    None when no account has it."""
+    None when the account has no such number."""
     normalised = _normalised_or_none(number)
     if normalised is None:
         return None
     row = (
-        await conn.execute(select(numbers.c.account_id, numbers.c.application_id).where(numbers.c.number == normalised))
+        await conn.execute(
+            select(numbers.c.application_id).where(numbers.c.account_id == account_id, numbers.c.number == normalised)
+        )
     ).first()
-    return (str(row.account_id), row.application_id) if row else None
+    return (row.application_id,) if row else None

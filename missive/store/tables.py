@@ -73,6 +73,10 @@ messages = Table(
     Column("workflow_id", String(36)),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # The link that carried it (set with its send result): `sandbox:<channel>` for the
+    # built-in sandbox.
+    Column("link_id", String(36)),
+    Column("link_kind", String(20)),
     Index("ix_messages_account_created", "account_id", "created_at"),
     Index("ix_messages_application_created", "application_id", "created_at"),
     # Only messages that have a client_ref: most have none, and an index entry costs
@@ -200,11 +204,13 @@ inbound_messages = Table(
 )
 
 # Provider references of sent messages (a Graph message id, a Viber message token, an
-# SMSC id per part): how receipts find their message, across restarts.
+# SMSC id per part): how receipts find their message, across restarts. Scoped to the link
+# that sent the message: a callback or receipt arriving on another link never finds it
+# (migration 0010). A reference a provider repeats points at the newest message.
 provider_refs = Table(
     "provider_refs",
     metadata,
-    Column("kind", String(20), primary_key=True),
+    Column("link_id", String(36), primary_key=True),
     Column("ref", String(200), primary_key=True),
     Column("message_uuid", String(36), nullable=False, index=True),
     Column("created_at", Double, nullable=False),
@@ -215,7 +221,7 @@ provider_refs = Table(
 seen_events = Table(
     "seen_events",
     metadata,
-    Column("kind", String(20), primary_key=True),
+    Column("link_id", String(36), primary_key=True),
     Column("event_key", String(200), primary_key=True),
     Column("created_at", Double, nullable=False),
 )
@@ -255,11 +261,13 @@ workflows = Table(
 )
 
 # Numbers (SMS long codes, short codes) and the application their inbound messages go to.
+# Each account has its own: an inbound SMS looks its number up among the numbers of the
+# account whose link it arrived on, so another account registering it changes nothing.
 numbers = Table(
     "numbers",
     metadata,
+    Column("account_id", String(36), primary_key=True),
     Column("number", String(32), primary_key=True),
-    Column("account_id", String(36), nullable=False, index=True),
     Column("application_id", String(36)),
     Column("created_at", Double, nullable=False),
 )
@@ -269,7 +277,7 @@ numbers = Table(
 part_receipts = Table(
     "part_receipts",
     metadata,
-    Column("kind", String(20), primary_key=True),
+    Column("link_id", String(36), primary_key=True),
     Column("ref", String(200), primary_key=True),
     Column("message_uuid", String(36), nullable=False, index=True),
     Column("status", String(20), nullable=False),
@@ -282,13 +290,13 @@ unmatched_receipts = Table(
     "unmatched_receipts",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("kind", String(20), nullable=False),
+    Column("link_id", String(36), nullable=False),
     Column("ref", String(200), nullable=False),
     Column("status", String(20), nullable=False),
     Column("error_code", Integer),
     Column("error_reason", Text),
     Column("created_at", Double, nullable=False),
-    Index("ix_unmatched_receipts_ref", "kind", "ref"),
+    Index("ix_unmatched_receipts_ref", "link_id", "ref"),
 )
 
 # Parts of inbound multipart SMS waiting for the rest (stored before the SMSC is answered).
