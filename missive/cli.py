@@ -69,7 +69,7 @@ def serve(
 
     settings = Settings()
     configure_logging(settings)
-    created = with_engine(_bootstrap_account)
+    created = with_engine(account_store.create_first_account)
     if created is not None:
         typer.echo("Created the first account. Keep these; the secret is not shown again:")
         emit({"api_key": created.api_key, "api_secret": created.api_secret, "signature_secret": created.signature_secret}, False)
@@ -110,12 +110,6 @@ def serve(
         signal.signal(stop_signal, lambda *_: None)
     tune_gc()
     uvicorn.run(create_app(settings), **options)
-
-
-async def _bootstrap_account(engine: AsyncEngine) -> account_store.NewAccount | None:
-    if await account_store.count_accounts(engine) > 0:
-        return None
-    return await account_store.create_account(engine)
 
 
 @app.command("migrate")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import orjson
 
+from missive.dispatch.worker import RESULT_TARGET, WINDOW_FLOOR
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.harness import Server, missive, missive_json, query, start_server
 
@@ -129,6 +131,20 @@ def wait_until(
     return time.monotonic() - start
 
 
+def send_rate(*logs: Path, over: float = 0.5) -> float:
+    """Sends per second reaching the sandbox (the logs' sum) over the last `over` seconds."""
+    before = sum(sum(sandbox_sends(log).values()) for log in logs)
+    time.sleep(over)
+    return (sum(sum(sandbox_sends(log).values()) for log in logs) - before) / over
+
+
+def kill_bound(rate: float) -> int:
+    """The most sends a kill may repeat for a dispatcher sending `rate` per second to a
+    provider that answers at once: those answered within RESULT_TARGET of the kill, and
+    at least the send window's floor (dispatch/worker.py)."""
+    return math.ceil(rate * RESULT_TARGET) + WINDOW_FLOOR
+
+
 def kill(server: Server) -> None:
     server.process.kill()
     server.process.wait(timeout=10)
@@ -184,6 +200,7 @@ def test_sigkill_while_dispatching_loses_nothing(tmp_path: Path) -> None:
             assert len(set(uuids)) == count
             # Kill once the dispatcher is well under way, but far from done.
             receiver.wait_for(lambda hooks: len(hooks) >= 300, timeout=30)
+            rate = send_rate(log)
             kill(server)
         finally:
             server.stop()
@@ -213,12 +230,13 @@ def test_sigkill_while_dispatching_loses_nothing(tmp_path: Path) -> None:
     print(f"webhooks: {sum(pairs.values())} accepted for {len(pairs)} (uuid, status) pairs; "
           f"{hook_dups} pairs delivered more than once ({100 * hook_dups / count:.2f}% of "
           f"messages), {extra_hooks} extra")
-    # At least once, but not much more: under 1% of the messages repeated.
-    # At least once, and never more than what was in flight at the kill: sends handed to
-    # the channel but not yet recorded, webhooks posted or held but not yet recorded.
-    # (The issue's target is under 1% of messages; the rate is printed above and
-    # recorded in docs/benchmarks.md.)
-    assert extra_sends <= in_flight, (
+    # At least once, and never more than what was out at the kill: the sends answered in
+    # the last RESULT_TARGET (results are committed within it) or, with commits slower
+    # than that, the send window's floor; the sandbox answers at once, so no send was
+    # on the wire unanswered. Webhooks: those posted or held but not yet recorded.
+    bound = kill_bound(rate)
+    print(f"sending {rate:.0f}/s at the kill: at most {bound} sends again, {extra_sends} were")
+    assert extra_sends <= min(bound, in_flight), (
         f"{send_dups} messages sent more than once ({100 * send_dups / count:.2f}%), "
         f"{duplicates(sent_at_kill)[0]} of them before the kill")
     assert extra_hooks <= 2 * per_target, (

@@ -44,8 +44,10 @@ from tests.test_crash import (
     accepted_pairs,
     check_everything_arrived,
     duplicates,
+    kill_bound,
     provisioned_with_status_url,
     sandbox_sends,
+    send_rate,
     wait_until,
 )
 
@@ -147,6 +149,7 @@ def test_two_apis_three_dispatchers_one_killed(tmp_path: Path) -> None:
                            60, lambda: f"{delivered_hooks(receiver)} delivered webhooks\n{outputs(outs)}")
                 before_kill = [sandbox_sends(log) for log in logs]
                 victim = 1
+                rate = send_rate(logs[victim])
                 dispatchers[victim].kill()
                 dispatchers[victim].wait(timeout=10)
                 killed_at, killed_wall = time.monotonic(), time.time()
@@ -224,6 +227,10 @@ def test_two_apis_three_dispatchers_one_killed(tmp_path: Path) -> None:
     # At least once, and never more than one dispatcher's in-flight bounds: the killed
     # one's sends handed to the channel but not yet recorded, its webhooks posted or held
     # but not yet recorded.
+    # And the killed one's repeats are what it had out at the kill (test_crash.kill_bound).
+    bound = kill_bound(rate)
+    print(f"the killed dispatcher sent {rate:.0f}/s at the kill: at most {bound} sends again, {by_victim} were")
+    assert by_victim <= bound, f"{by_victim} of the killed dispatcher's sends made again"
     settings = Settings()
     assert extra_sends <= settings.dispatch_max_in_flight, (
         f"{send_dups} messages sent more than once ({extra_sends} extra sends), {by_victim} of "

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,63 @@ Pushed = tuple[ChannelLink, list[Any]]
 CLAIM_BATCH = 256
 # How long a message another dispatcher must send waits before it is claimable again.
 ELSEWHERE_DELAY = 0.2
+# A send's result is to be committed within this long of the provider's answer: what a
+# crash sends twice is then what was answered in this last moment (SendWindow).
+RESULT_TARGET = 0.1
+# The fewest sends the window lets out at once, however slow the commits.
+WINDOW_FLOOR = 8
+
+
+class SendWindow:
+    """How many sends may be out (handed to their channel, their result not yet
+    committed) at once: what a SIGKILL sends twice.
+
+    The in-flight limit alone let results queue behind slow commits: on a loaded
+    machine with three dispatchers on PostgreSQL a batch of ~300 results took 0.4 to 1.1 s
+    to commit, results were 0.5 to 1.6 s old when committed, and a kill re-sent every one
+    of the 300 to 500 sends out (tests/test_many_processes.py). The window follows each
+    result's age at its commit: older than RESULT_TARGET, the window shrinks in
+    proportion (at most once per RESULT_TARGET, to let the smaller batches show); younger,
+    it grows by half a send per result, up to the in-flight limit. Smaller windows make
+    smaller batches and shorter commits, so the age comes back under the target."""
+
+    def __init__(self, ceiling: int, start: int = 64) -> None:
+        self._ceiling = max(ceiling, 1)
+        self._floor = min(WINDOW_FLOOR, self._ceiling)
+        self.limit = float(min(max(start, self._floor), self._ceiling))
+        self._out: set[str] = set()
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._cut_at = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return int(self.limit)
+
+    async def enter(self, uuid: str) -> None:
+        while len(self._out) >= int(self.limit):
+            turn = asyncio.get_running_loop().create_future()
+            self._waiting.append(turn)
+            await turn
+        self._out.add(uuid)
+
+    def leave(self, uuid: str, age: float | None, now: float) -> None:
+        """`uuid`'s result is committed `age` seconds after its answer (None: not at all)."""
+        if uuid not in self._out:
+            return
+        self._out.discard(uuid)
+        if age is not None:
+            if age > RESULT_TARGET:
+                if now - self._cut_at >= RESULT_TARGET:
+                    self.limit = max(self._floor, self.limit * max(0.5, RESULT_TARGET / age))
+                    self._cut_at = now
+            else:
+                self.limit = min(self._ceiling, self.limit + 0.5)
+        free = int(self.limit) - len(self._out)
+        while free > 0 and self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                free -= 1
 
 
 class Dispatcher:
@@ -95,6 +153,7 @@ class Dispatcher:
         # Messages being accepted in this process that it will send without a claim.
         self._reserved = 0
         self._late: list[str] = []
+        self._window = SendWindow(settings.dispatch_max_in_flight)
 
     def start(self) -> None:
         self._results.start()
@@ -127,7 +186,7 @@ class Dispatcher:
         the lease its outbox row is written with, or None (the row is left for claims)."""
         if not self._loops or self._stopping.is_set():
             return None
-        if len(self._tasks) + self._reserved >= self._settings.dispatch_max_in_flight:
+        if len(self._tasks) + self._reserved >= self._room_limit():
             return None
         self._reserved += 1
         return self._clock() + self._settings.lease_seconds
@@ -142,6 +201,12 @@ class Dispatcher:
             self._late.append(message["uuid"])
             return
         self._start_send(message, 1)
+
+    def _room_limit(self) -> int:
+        """Messages held at once (claimed or reserved, not yet recorded): the in-flight
+        limit, and no more than two windows' worth, so that claimed messages do not wait
+        for the window past their lease."""
+        return min(self._settings.dispatch_max_in_flight, 2 * self._window.capacity)
 
     def _start_send(self, message: dict[str, Any], attempt: int) -> None:
         task = asyncio.create_task(self._send(message, attempt))
@@ -191,7 +256,7 @@ class Dispatcher:
         await release(self._engine, outbox.c.message_uuid, late, "accepted messages")
 
     async def _claim_outbox(self) -> int:
-        room = self._settings.dispatch_max_in_flight - len(self._tasks) - self._reserved
+        room = self._room_limit() - len(self._tasks) - self._reserved
         if room <= 0:
             await asyncio.sleep(0.01)
             return 0
@@ -214,13 +279,52 @@ class Dispatcher:
         return len(rows)
 
     async def _send(self, message: dict[str, Any], attempt: int) -> None:
-        context.message_uuid.set(message["uuid"])  # this task's log lines are about this message
-        outcome = await self._attempt(message, attempt)
+        uuid = message["uuid"]
+        context.message_uuid.set(uuid)  # this task's log lines are about this message
+        try:
+            outcome = await self._attempt(message, attempt)
+        except BaseException:
+            self._window.leave(uuid, None, time.monotonic())
+            raise
         metrics.sent(message["channel"], outcome.change.status if outcome.change else "retry")
+        answered = time.monotonic()
         try:
             await self._results.submit(outcome)
-        except Exception as exc:  # noqa: BLE001 - the lease runs out and the send is retried
-            log.warning("message %s: result not recorded: %s", message["uuid"], describe(exc))
+        except Exception as exc:  # noqa: BLE001 - see below
+            self._window.leave(uuid, None, time.monotonic())
+            if classify(exc) is not None:  # the lease runs out and the send is retried
+                log.warning("message %s: result not recorded: %s", uuid, describe(exc))
+                return
+            # The result itself cannot be written (the batcher committed the others
+            # without it): sent again, it would fail again for ever.
+            await self._unrecordable(uuid, exc)
+            return
+        now = time.monotonic()
+        self._window.leave(uuid, now - answered, now)
+
+    async def _unrecordable(self, uuid: str, exc: Exception) -> None:
+        """Record a message whose send result cannot be written as `undeliverable`
+        (1030, with why), its outbox row removed: Missive can no longer follow it (its
+        provider references are not stored, so no receipt finds it). Should even that
+        fail, the outbox row alone is removed. Either way it is not sent again."""
+        reason = f"Internal error: the result of the send could not be recorded ({describe(exc)})"
+        log.error("message %s: %s; recorded as undeliverable", uuid, reason)
+        now = self._clock()
+        try:
+            await self._results.submit(Outcome(uuid, now, StatusChange(uuid, "undeliverable", now, error_code=1030,
+                                                                       error_reason=reason)))
+            return
+        except Exception as again:  # noqa: BLE001 - logged; the outbox row goes below
+            if classify(again) is not None:
+                log.warning("message %s: its failure not recorded: %s", uuid, describe(again))
+                return
+            log.error("message %s: its failure not recorded either (%s); its outbox row is removed", uuid,
+                      describe(again))
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(delete(outbox).where(outbox.c.message_uuid == uuid))
+        except Exception as last:  # noqa: BLE001 - the lease runs out and the send is retried
+            log.warning("message %s: outbox row not removed: %s", uuid, describe(last))
 
     async def _attempt(self, message: dict[str, Any], attempt: int) -> Outcome:
         uuid = message["uuid"]
@@ -239,6 +343,8 @@ class Dispatcher:
                 to=to, sender=message["from_addr"], body=message["body"], attempt=attempt,
             )
             await self._wait_turn(uuid, link, _units(message))
+            # Out of the window once its result is committed (`_send`).
+            await self._window.enter(uuid)
             result = await metrics.timed_send(message["channel"], channel.send(outbound, link))
         except SendError as error:
             return self._failed(uuid, attempt, error, link.id if link else None)
@@ -249,9 +355,9 @@ class Dispatcher:
                 log.warning("message %s: not sent, the database failed: %s", uuid, describe(exc))
             return self._failed(uuid, attempt, Unavailable(f"{type(exc).__name__}"), None)
         now = self._clock()
-        refs = tuple((link.kind, ref) for ref in (result.all_refs or (result.provider_ref,)))
         return Outcome(
-            uuid, now, StatusChange(uuid, "submitted", now, provider_ref=result.provider_ref), result.follow_ups, refs
+            uuid, now, StatusChange(uuid, "submitted", now, provider_ref=result.provider_ref), result.follow_ups,
+            (link.id, link.kind), result.all_refs or (result.provider_ref,),
         )
 
     async def _recipient(self, message: dict[str, Any], link: ChannelLink) -> str:

@@ -6,10 +6,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive import credentials
+from missive.store.locks import lock_name
 from missive.store.tables import accounts
 
 
@@ -23,6 +24,23 @@ class NewAccount:
 
 async def create_account(engine: AsyncEngine) -> NewAccount:
     """Create an account; its api_secret is returned here once and only its hash kept."""
+    async with engine.begin() as conn:
+        return await _insert_account(conn)
+
+
+async def create_first_account(engine: AsyncEngine) -> NewAccount | None:
+    """Create an account if there is none yet (`missive serve` on an empty database);
+    None when one exists. Servers starting together make one: the check and the insert
+    are one transaction under a lock, PostgreSQL's advisory lock here, SQLite's writer
+    lock taken by every transaction's BEGIN IMMEDIATE (store/db.py)."""
+    async with engine.begin() as conn:
+        await lock_name(conn, "first-account")
+        if (await conn.execute(select(accounts.c.id).limit(1))).first() is not None:
+            return None
+        return await _insert_account(conn)
+
+
+async def _insert_account(conn: AsyncConnection) -> NewAccount:
     api_secret = credentials.new_api_secret()
     salt = credentials.new_salt()
     account = NewAccount(
@@ -31,23 +49,17 @@ async def create_account(engine: AsyncEngine) -> NewAccount:
         api_secret=api_secret,
         signature_secret=credentials.new_signature_secret(),
     )
-    async with engine.begin() as conn:
-        await conn.execute(
-            accounts.insert().values(
-                id=account.id,
-                api_key=account.api_key,
-                secret_salt=salt,
-                secret_hash=credentials.hash_secret(salt, api_secret),
-                signature_secret=account.signature_secret,
-                created_at=time.time(),
-            )
+    await conn.execute(
+        accounts.insert().values(
+            id=account.id,
+            api_key=account.api_key,
+            secret_salt=salt,
+            secret_hash=credentials.hash_secret(salt, api_secret),
+            signature_secret=account.signature_secret,
+            created_at=time.time(),
         )
+    )
     return account
-
-
-async def count_accounts(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(accounts))).scalar_one())
 
 
 async def get_by_api_key(engine: AsyncEngine, api_key: str) -> dict | None:

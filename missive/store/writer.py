@@ -4,7 +4,10 @@ Each caller hands its work to the batcher and waits; the batcher commits everyth
 that arrived while the previous commit ran, in one transaction. SQLite then pays one
 fsync for many messages instead of one each (~12,000 single-row commits/s against
 ~80,000 rows/s batched on our 2-core machine), and PostgreSQL one round trip.
-A caller returns only after the transaction holding its work has committed.
+A caller returns only after the transaction holding its work has committed. A batch
+whose commit fails is committed again in halves, down to single items, so that one
+bad item (a row breaking a constraint) fails alone rather than with every caller of
+its batch; a database fault fails the batch at once.
 
 `GroupWriter` batches row inserts (the accept path); `Batcher` takes any commit
 function over a list of items (the dispatcher's results).
@@ -23,11 +26,13 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.store.bulk import write_at_once
-from missive.store.faults import describe
+from missive.store.faults import classify, describe
 
 log = logging.getLogger("missive.store")
 
 T = TypeVar("T")
+# An item, the future its caller waits on, and when it was handed in (the loop's clock).
+Entry = tuple[T, asyncio.Future[None], float]
 
 
 class Batcher(Generic[T]):
@@ -53,7 +58,7 @@ class Batcher(Generic[T]):
         # Each item with the future its caller waits on. A deque and one future to wake
         # the committing task: asyncio.Queue's put and get cost a few microseconds of
         # Python each, per item, on every hot path.
-        self._queue: deque[tuple[T, asyncio.Future[None]]] = deque()
+        self._queue: deque[Entry[T]] = deque()
         self._arrived: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop  # the loop `start` runs the batcher on
@@ -82,7 +87,7 @@ class Batcher(Generic[T]):
         if self._task is None or self._task.done():
             raise RuntimeError(f"the {self._name} is not running")
         done = self._loop.create_future()
-        self._queue.append((item, done))
+        self._queue.append((item, done, self._loop.time()))
         arrived = self._arrived
         if arrived is not None and not arrived.done():
             arrived.set_result(None)
@@ -119,24 +124,49 @@ class Batcher(Generic[T]):
             batch = [queue.popleft() for _ in range(min(len(queue), self._batch_max))]
             self._committing = True
             try:
-                async with self._transaction() as conn:
-                    committed = await self._commit(conn, [item for item, _done in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                log.warning("%s: commit of %d items failed: %s", self._name, len(batch), describe(exc))
-                for _item, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
+                began = self._loop.time()
+                await self._settle(batch)
+                if log.isEnabledFor(logging.DEBUG):
+                    now = self._loop.time()
+                    log.debug("%s: %d items committed in %.1f ms, the oldest %.1f ms after it was handed in",
+                              self._name, len(batch), 1000 * (now - began), 1000 * (now - batch[0][2]))
             finally:
                 self._committing = False
-            if self._on_committed is not None:
-                try:
-                    self._on_committed(committed)
-                except Exception:  # the work is committed: its callers' answer stands
-                    log.exception("%s: after the commit", self._name)
-            for _item, done in batch:
+
+    async def _settle(self, batch: list[Entry[T]], apart: bool = False) -> None:
+        """Commit `batch`, or failing that its halves, down to single items: the items
+        that fail alone are the ones the commit cannot take (a row that breaks a
+        constraint, a value the driver cannot bind), and only their callers get the
+        error. A database fault (classify) fails the whole batch at once, as it would
+        fail each of its parts."""
+        try:
+            async with self._transaction() as conn:
+                committed = await self._commit(conn, [item for item, _done, _at in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to the callers of what fails alone
+            if len(batch) > 1 and classify(exc) is None:
+                if not apart:
+                    log.warning("%s: commit of %d items failed: %s; committing them apart",
+                                self._name, len(batch), describe(exc))
+                half = len(batch) // 2
+                await self._settle(batch[:half], True)
+                await self._settle(batch[half:], True)
+                return
+            if len(batch) == 1 and apart:
+                log.warning("%s: an item failed alone: %s", self._name, describe(exc))
+            else:
+                log.warning("%s: commit of %d items failed: %s", self._name, len(batch), describe(exc))
+            for _item, done, _at in batch:
                 if not done.done():
-                    done.set_result(None)
+                    done.set_exception(exc)
+            return
+        if self._on_committed is not None:
+            try:
+                self._on_committed(committed)
+            except Exception:  # the work is committed: its callers' answer stands
+                log.exception("%s: after the commit", self._name)
+        for _item, done, _at in batch:
+            if not done.done():
+                done.set_result(None)
 
 
 @contextlib.asynccontextmanager
