@@ -27,10 +27,17 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -197,87 +204,166 @@ class Watermark:
 Parsed = InboundEvent | StatusEvent | Watermark
 
 
-def _attachment(attachment: Any) -> tuple[str, dict[str, Any]] | None:
+class MalformedWebhook(ValueError):
+    """A webhook body that is not Facebook's shape: a field of the wrong type, or an id
+    no page, user or message could have. The whole POST is refused (400)."""
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL")
+    return value
+
+
+# Graph ids are short and printable. The bounds keep an id, and the dedupe keys made of
+# it ("mid:{mid}:{n}", "delivered:{mid}"), within their columns.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=180), AfterValidator(_no_nul)]
+
+
+class _Loose(BaseModel):
+    # Facebook adds fields over time: only those read here are checked, and a missing
+    # one skips its event, while one of the wrong type refuses the body.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class Sender(_Loose):
+    id: Id | None = None  # an opt-in from the checkbox plugin names a `user_ref` instead
+
+
+class Attachment(_Loose):
+    type: str
+    payload: Any = None  # its shape depends on the type (a link share's `fallback` may be null)
+    title: str | None = None
+
+
+class Message(_Loose):
+    mid: Ref | None = None
+    text: str | None = None
+    is_echo: bool = False
+    attachments: list[Attachment] = []
+
+
+class Delivery(_Loose):
+    mids: list[Ref] = []
+    watermark: float | None = None
+
+
+class Read(_Loose):
+    watermark: float | None = None
+
+
+class Messaging(_Loose):
+    sender: Sender | None = None
+    message: Message | None = None
+    delivery: Delivery | None = None
+    read: Read | None = None
+
+
+class Entry(_Loose):
+    id: Id
+
+
+class Envelope(_Loose):
+    """Every Graph webhook, whatever its object (a page, an Instagram account, a user)."""
+
+    object: str
+    entry: list[Entry]
+
+
+class PageEntry(Entry):
+    messaging: list[Messaging] = []
+
+
+class PageWebhook(Envelope):
+    entry: list[PageEntry]  # type: ignore[assignment]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validated(model: type[M], body: Any) -> M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise MalformedWebhook(f"Not a Facebook webhook: {where}: {first['msg']}") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _attachment(attachment: Attachment) -> tuple[str, dict[str, Any]] | None:
     """An attachment's message type and contract payload; None when it has no such shape."""
-    if not isinstance(attachment, dict) or not isinstance(attachment.get("payload"), dict):
+    kind, payload = attachment.type, attachment.payload
+    if not isinstance(payload, dict):
         return None
-    kind, payload = attachment.get("type"), attachment["payload"]
     if kind in ATTACHMENTS and isinstance(payload.get("url"), str):
         return kind, {kind: {"url": payload["url"]}}
     coordinates = payload.get("coordinates")
     if kind == "location" and isinstance(coordinates, dict):
         lat, long = coordinates.get("lat"), coordinates.get("long")
-        if isinstance(lat, (int, float)) and isinstance(long, (int, float)):
+        if _number(lat) and _number(long):
             location: dict[str, Any] = {"lat": lat, "long": long}
-            if isinstance(attachment.get("title"), str):
-                location["name"] = attachment["title"]
+            if attachment.title is not None:
+                location["name"] = attachment.title
             return "location", {"location": location}
     return None
 
 
-def _inbound(page: str, user: str, message: dict[str, Any]) -> list[InboundEvent]:
+def _inbound(page: str, user: str, message: Message) -> list[InboundEvent]:
     """Each usable attachment is one inbound message; else the text; else `unsupported`
     (a link share arrives as text plus a `fallback` attachment: the text is kept)."""
-    mid = message.get("mid") if isinstance(message.get("mid"), str) else None
-    attachments = message.get("attachments") if isinstance(message.get("attachments"), list) else []
-    found = [a for a in map(_attachment, attachments or []) if a is not None]
-    events = [InboundEvent("messenger", page, user, kind, payload, mid) for kind, payload in found]
-    text = message.get("text")
-    if not events and isinstance(text, str) and text:
-        events.append(InboundEvent("messenger", page, user, "text", {"text": text}, mid))
+    found = [a for a in map(_attachment, message.attachments) if a is not None]
+    events = [InboundEvent("messenger", page, user, kind, payload, message.mid) for kind, payload in found]
+    if not events and message.text:
+        events.append(InboundEvent("messenger", page, user, "text", {"text": message.text}, message.mid))
     if not events:
-        events.append(InboundEvent("messenger", page, user, "unsupported", {}, mid))
+        events.append(InboundEvent("messenger", page, user, "unsupported", {}, message.mid))
     return events
 
 
-def parse_messaging(page: str, item: dict[str, Any]) -> list[tuple[Parsed, str | None]]:
+def parse_messaging(page: str, item: Messaging) -> list[tuple[Parsed, str | None]]:
     """One `messaging` item as events, each with its dedupe key (None: no key)."""
-    user = (item.get("sender") or {}).get("id")
-    if not isinstance(user, str) or not user:
+    user = item.sender.id if item.sender is not None else None
+    if user is None:
         return []
-    message = item.get("message")
-    if isinstance(message, dict):
-        if message.get("is_echo"):
+    if item.message is not None:
+        if item.message.is_echo:
             return []
-        events = _inbound(page, user, message)
-        mid = message.get("mid")
+        mid = item.message.mid
         # One mid may carry several attachments: each becomes one inbound message.
-        return [(e, f"mid:{mid}:{i}" if isinstance(mid, str) else None) for i, e in enumerate(events)]
-    delivery = item.get("delivery")
-    if isinstance(delivery, dict):
-        mids = [m for m in delivery.get("mids") or [] if isinstance(m, str)]
-        if mids:
-            return [(StatusEvent(m, "delivered"), f"delivered:{m}") for m in mids]
-        watermark = delivery.get("watermark")
-        if isinstance(watermark, (int, float)):
-            return [(Watermark(page, user, watermark / 1000, "delivered"), None)]
+        return [(e, f"mid:{mid}:{i}" if mid else None) for i, e in enumerate(_inbound(page, user, item.message))]
+    if item.delivery is not None:
+        if item.delivery.mids:
+            return [(StatusEvent(m, "delivered"), f"delivered:{m}") for m in item.delivery.mids]
+        if item.delivery.watermark is not None:
+            return [(Watermark(page, user, item.delivery.watermark / 1000, "delivered"), None)]
         return []
-    read = item.get("read")
-    if isinstance(read, dict) and isinstance(read.get("watermark"), (int, float)):
-        return [(Watermark(page, user, read["watermark"] / 1000), None)]
+    if item.read is not None and item.read.watermark is not None:
+        return [(Watermark(page, user, item.read.watermark / 1000), None)]
     return []
 
 
 def parse_webhook(body: Any) -> dict[str, list[tuple[Parsed, str | None]]]:
-    """Events of a webhook POST by page id; echoes and unknown events left out."""
+    """Events of a webhook POST by page id; echoes, unknown events and other objects'
+    webhooks left out. MalformedWebhook when the body is not Facebook's shape."""
+    if _validated(Envelope, body).object != "page":
+        return {}
     by_page: dict[str, list[tuple[Parsed, str | None]]] = {}
-    if not isinstance(body, dict) or body.get("object") != "page":
-        return by_page
-    for entry in body.get("entry") or []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-            continue
-        page = entry["id"]
-        found = by_page.setdefault(page, [])
-        for item in entry.get("messaging") or []:
-            if isinstance(item, dict):
-                found.extend(parse_messaging(page, item))
+    for entry in _validated(PageWebhook, body).entry:
+        found = by_page.setdefault(entry.id, [])
+        for item in entry.messaging:
+            found.extend(parse_messaging(entry.id, item))
     return by_page
 
 
 def entry_pages(body: Any) -> list[str]:
-    if not isinstance(body, dict):
-        return []
-    return [e["id"] for e in body.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("id"), str)]
+    """The ids the entries name (pages, for a page webhook); MalformedWebhook when the
+    body is not a Graph webhook."""
+    return [entry.id for entry in _validated(Envelope, body).entry]
 
 
 async def refs_before_watermark(conn: AsyncConnection, account_id: str, mark: Watermark) -> list[str]:
