@@ -26,13 +26,20 @@ import hashlib
 import hmac
 import posixpath
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlparse
 
 import aiohttp
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from missive.channels.base import (
     ChannelLink,
@@ -245,71 +252,125 @@ def _retry_after(response: httpx.Response) -> float | None:
 # -- callbacks ----------------------------------------------------------------------
 
 
+class MalformedCallback(ValueError):
+    """A signed callback that is not Viber's shape: a field of the wrong type, or an id
+    or token no user or message could have. Refused (400), nothing stored."""
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL")
+    return value
+
+
+# Viber user ids are 24 characters of base64; the bound keeps them within `from_addr`.
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+# A 64-bit integer (orjson reads a larger one as a float, refused here).
+Token = Annotated[int, Field(ge=-(2**63), lt=2**64)]
+Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(_no_nul)]
+
+
+class _Loose(BaseModel):
+    # Only the fields read here are checked: a missing one skips what needs it, one of
+    # the wrong type refuses the callback.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class User(_Loose):
+    id: UserId
+
+
+class Where(_Loose):
+    lat: float | None = None
+    lon: float | None = None
+    long: float | None = None  # what some clients send instead of `lon`
+    address: str | None = None
+
+
+class Contact(_Loose):
+    phone_number: Phone | None = None
+
+
+class Message(_Loose):
+    type: str
+    text: str | None = None
+    media: str | None = None
+    location: Where | None = None
+    contact: Contact | None = None
+
+
+class CallbackBody(_Loose):
+    event: str
+    message_token: Token | None = None
+    user_id: UserId | None = None
+    user: User | None = None
+    sender: User | None = None
+    message: Message | None = None
+    desc: str | None = None
+
+
 def parse_callback(body: bytes, header: str | None, link: ChannelLink) -> Callback:
-    """Verify and parse one callback; BadSignature or ValueError (malformed) when refused."""
+    """Verify and parse one callback: BadSignature when refused, MalformedCallback (or
+    orjson's JSONDecodeError, both ValueErrors) when it is not Viber's shape."""
     verify(body, header, str(link.config.get("auth_token") or ""))
-    data = orjson.loads(body)
-    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-        raise ValueError("not a Viber callback")  # noqa: TRY004 - callers handle ValueError as malformed
-    event, token = data["event"], data.get("message_token")
+    try:
+        data = CallbackBody.model_validate(orjson.loads(body))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise MalformedCallback(f"Not a Viber callback: {where}: {first['msg']}") from None
+    event, token = data.event, data.message_token
     key = f"{event}:{token}" if token is not None else None
     result = Callback([], [], [])
     if event in RECEIPTS and token is not None:
         failed = event == "failed"
         result.events.append(StatusEvent(
             str(token), RECEIPTS[event],
-            FAILED_CODE if failed else None, (str(data.get("desc") or "Viber: delivery failed")) if failed else None,
+            FAILED_CODE if failed else None, (data.desc or "Viber: delivery failed") if failed else None,
         ))
         result.keys.append(key)
-        user_id = data.get("user_id")
-        result.receipt_user = user_id if isinstance(user_id, str) and user_id else None
+        result.receipt_user = data.user_id
     elif event in USER_EVENTS:
-        user_id = data.get("user_id") or _dict(data.get("user")).get("id")
-        if isinstance(user_id, str) and user_id:
+        user_id = data.user_id or (data.user.id if data.user is not None else None)
+        if user_id is not None:
             subscribed = {"subscribed": True, "unsubscribed": False}.get(event)
             result.users.append(UserUpdate(user_id, subscribed))
     elif event == "message":
-        user_id = _dict(data.get("sender")).get("id")
-        message = data.get("message")
-        if not isinstance(user_id, str) or not isinstance(message, dict):
-            raise ValueError("a message callback without sender.id or message")
-        message_type, payload = inbound_content(message)
+        if data.sender is None or data.message is None:
+            raise MalformedCallback("Not a Viber callback: a message without sender.id or message")
+        message_type, payload = inbound_content(data.message)
         result.events.append(InboundEvent(
-            CHANNEL, str(link.config.get("service_id", "")), user_id, message_type, payload,
+            CHANNEL, str(link.config.get("service_id", "")), data.sender.id, message_type, payload,
             str(token) if token is not None else None,
         ))
         result.keys.append(key)
-        contact = message.get("contact") if message.get("type") == "contact" else None
-        phone = contact.get("phone_number") if isinstance(contact, dict) else None
+        contact = data.message.contact if data.message.type == "contact" else None
+        phone = contact.phone_number if contact is not None else None
         # Writing to a service subscribes the user (Viber's rule).
-        result.users.append(UserUpdate(user_id, True, phone if isinstance(phone, str) else None))
+        result.users.append(UserUpdate(data.sender.id, True, phone))
     # `webhook` (Viber checking the URL at set_webhook) and unknown events: answered, ignored.
     return result
 
 
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def inbound_content(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def inbound_content(message: Message) -> tuple[str, dict[str, Any]]:
     """A Viber message as the contract's message_type and payload."""
-    kind, media = message.get("type"), message.get("media")
-    caption = message.get("text")
-    if kind == "text" and isinstance(message.get("text"), str):
-        return "text", {"text": message["text"]}
-    if kind == "picture" and isinstance(media, str):
-        return "image", {"image": _media(media, caption)}
-    if kind == "video" and isinstance(media, str):
+    kind, media, text = message.type, message.media, message.text
+    if kind == "text" and text is not None:
+        return "text", {"text": text}
+    if kind == "picture" and media is not None:
+        return "image", {"image": _media(media, text)}
+    if kind == "video" and media is not None:
         return "video", {"video": {"url": media}}
-    if kind == "file" and isinstance(media, str):
+    if kind == "file" and media is not None:
         return "file", {"file": {"url": media}}
-    if kind == "location" and isinstance(message.get("location"), dict):
-        where = message["location"]
-        location = {"lat": where.get("lat"), "long": where.get("lon", where.get("long"))}
-        if isinstance(where.get("address"), str):
-            location["address"] = where["address"]
+    where = message.location
+    long = None if where is None else where.lon if where.lon is not None else where.long
+    if kind == "location" and where is not None and where.lat is not None and long is not None:
+        location: dict[str, Any] = {"lat": where.lat, "long": long}
+        if where.address is not None:
+            location["address"] = where.address
         return "location", {"location": location}
-    if kind == "sticker" and isinstance(media, str):
+    if kind == "sticker" and media is not None:
         return "image", {"image": {"url": media}}
     # contact (its number is recorded for the user), sticker without media, url, rich media.
     return "unsupported", {}
