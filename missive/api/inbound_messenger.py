@@ -124,7 +124,11 @@ async def receive(request: Request) -> Response:
         raise invalid_json("Malformed JSON") from None
     # Only the page ids are read before the signature is checked; the events only of
     # a body a link's secret signed.
-    verified = _verified_links(raw, signature, entry_pages(body), await page_links(svc.engine))
+    try:
+        pages = entry_pages(body)
+    except ValueError:
+        raise invalid_json("Not a Messenger webhook body.") from None
+    verified = _verified_links(raw, signature, pages, await page_links(svc.engine))
     if not verified:
         return PlainTextResponse("EVENT_RECEIVED")
     try:

@@ -366,8 +366,9 @@ def entry_pages(body: Any) -> list[str]:
     return [entry.id for entry in _validated(Envelope, body).entry]
 
 
-async def refs_before_watermark(conn: AsyncConnection, account_id: str, mark: Watermark) -> list[str]:
-    """Graph message ids of the messages to `mark.user` accepted up to the watermark.
+async def refs_before_watermark(conn: AsyncConnection, link_id: str, mark: Watermark) -> list[str]:
+    """Graph message ids of the messages the link sent to `mark.user`, accepted up to the
+    watermark.
 
     PSIDs are page-scoped, so the user alone names the page. The accept time is compared,
     not our record of the send, which comes after Facebook's own clock saw the message.
@@ -376,9 +377,8 @@ async def refs_before_watermark(conn: AsyncConnection, account_id: str, mark: Wa
         select(provider_refs.c.ref)
         .join(messages, messages.c.uuid == provider_refs.c.message_uuid)
         .where(
-            provider_refs.c.kind == MessengerChannel.kind,
+            provider_refs.c.link_id == link_id,
             messages.c.created_at <= mark.at,
-            messages.c.account_id == account_id,
             messages.c.channel == "messenger",
             messages.c.to_addr == mark.user,
             messages.c.status.in_(("submitted", "delivered") if mark.status == "read" else ("submitted",)),
