@@ -33,6 +33,29 @@ accounts = Table(
     Column("status_url", Text),
     Column("inbound_url", Text),
     Column("created_at", Double, nullable=False),
+    # A disabled account's credentials are refused and its queued messages not sent.
+    Column("disabled", Integer, nullable=False, server_default="0"),
+)
+
+# An account's API secrets: at most two, at least one (the hosted Account API's rules),
+# so that a client can move to a new one before the old one is revoked. Hashed.
+account_secrets = Table(
+    "account_secrets",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False, index=True),
+    Column("secret_salt", String(64), nullable=False),
+    Column("secret_hash", String(128), nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+
+# One counter bumped in the transaction of every configuration change (accounts, secrets,
+# applications, links, numbers): caches compare it rather than trust an entry for seconds.
+config_version = Table(
+    "config_version",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
 )
 
 applications = Table(
@@ -111,6 +134,8 @@ outbox = Table(
     Column("due_at", Double, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("claimed_until", Double),
+    # The node holding the lease (missive/node.py): taken back at once by its next life.
+    Column("claimed_by", String(36)),
     Column("last_error", Text),
     Index("ix_outbox_due", "due_at"),
     # On SQLite the rows live in the primary key's B-tree: no separate rowid table
@@ -146,6 +171,8 @@ timers = Table(
     Column("due_at", Double, nullable=False),
     Column("payload", JSON, nullable=False),
     Column("claimed_until", Double),
+    # The node holding the lease (missive/node.py): taken back at once by its next life.
+    Column("claimed_by", String(36)),
     Index("ix_timers_due", "due_at"),
 )
 
@@ -167,6 +194,8 @@ webhook_outbox = Table(
     Column("due_at", Double, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("claimed_until", Double),
+    # The node holding the lease (missive/node.py): taken back at once by its next life.
+    Column("claimed_by", String(36)),
     Column("last_error", Text),
     Column("last_status_code", Integer),
     Column("created_at", Double, nullable=False),
