@@ -157,12 +157,20 @@ class Authenticator:
             value = claims.get(name, 0)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or abs(value) > 1e11:
                 raise unauthorized()
-        iat = claims["iat"]
+        iat = float(claims["iat"])
         if iat > now + leeway:
             raise unauthorized()
+        # However far away its `exp`, a token is good for at most jwt_max_lifetime after
+        # it was issued: one that asks for longer is refused outright, as a leaked token
+        # made to live for years would otherwise be.
+        lifetime = self._settings.jwt_max_lifetime
+        if now - iat > lifetime + leeway:
+            raise unauthorized()
         if "exp" in claims:
+            if claims["exp"] - iat > lifetime:
+                raise unauthorized()
             return float(claims["exp"]) + leeway
-        valid_until = float(iat) + self._settings.jwt_max_age + leeway
+        valid_until = iat + min(self._settings.jwt_max_age, lifetime) + leeway
         if valid_until < now:
             raise unauthorized()
         return valid_until

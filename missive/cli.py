@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import signal
@@ -65,6 +66,7 @@ def serve(
     import uvicorn
 
     from missive.api.app import create_app
+    from missive.api.read_deadlines import ReadDeadlinesProtocol
     from missive.observability.logs import configure_logging
 
     settings = Settings()
@@ -85,8 +87,13 @@ def serve(
         "host": host or settings.host,
         "port": port or settings.port,
         "loop": "uvloop",
-        # httptools, with each answer's head and body written at once.
-        "http": "missive.api.joined_writes:JoinedWritesProtocol",
+        # httptools, with each answer's head and body written at once, and a deadline
+        # on reading each request's head and body.
+        "http": functools.partial(
+            ReadDeadlinesProtocol,
+            header_timeout=settings.request_header_timeout,
+            body_timeout=settings.request_body_timeout,
+        ),
         "access_log": False,
         # Logging is ours (configure_logging): uvicorn's records go through the same handler.
         "log_config": None,

@@ -35,9 +35,16 @@ class Settings(BaseSettings):
 
     # A JWT without `exp` is accepted this long after its `iat` (API.md: 15 minutes).
     jwt_max_age: int = 900
+    # The longest a JWT is good for after its `iat`, whatever its `exp` says: one whose
+    # `exp` is further than this from its `iat` is refused (a day; the SDKs ask 15 min).
+    jwt_max_lifetime: int = 86400
     # Clock skew tolerated on `iat`/`nbf`/`exp`.
     jwt_leeway: int = 30
     max_body_bytes: int = 1024 * 1024
+    # Seconds a client has to send a request's head (from the connection's opening, or
+    # from its first bytes on a kept-alive one), then its body; 0 turns a limit off.
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 30.0
     # Abuse limits (docs/security.md). Requests per second per api_key (Basic) or
     # application (JWT), in each process; 0 turns the limit off. The default is well above
     # what one process accepts (~16,000/s on our 2-core machine), so only a lower setting
