@@ -17,14 +17,13 @@ import hmac
 import logging
 from typing import Any
 
-import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from missive.api.body import read_body, read_json
+from missive.api.body import parse_json, read_body, read_json
 from missive.api.errors import (
     ERRORS,
     InvalidParameter,
@@ -118,10 +117,7 @@ async def receive(request: Request) -> Response:
     signature = request.headers.get("x-hub-signature-256")
     if not signature:
         raise unauthorized()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise invalid_json("Malformed JSON") from None
+    body = parse_json(raw)
     # Only the page ids are read before the signature is checked; the events only of
     # a body a link's secret signed.
     try:
