@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # Logs: one JSON object per line ("json") or plain lines ("text"); see docs/operations.md.
     log_format: Literal["json", "text"] = "json"
     log_level: str = "info"
+    # Third-party libraries' lines below this level are left out even at log_level debug
+    # (aiosqlite writes two per query); below WARNING theirs never carry their arguments.
+    log_library_level: str = "info"
     # When set, GET /metrics wants `Authorization: Bearer <this>`; when empty it is open,
     # and should not be reachable from outside.
     metrics_token: str = ""

@@ -7,54 +7,42 @@
 the line was logged while handling a request or a message; fields given with `extra=`
 are kept as further keys. `Redactor` masks passwords, secrets, tokens, Authorization
 values, credentials in URLs and PEM private keys, in the message, in extra fields and in
-tracebacks, before any formatter sees them.
+tracebacks, before any formatter sees them, after cutting long values to size
+(`redaction.py`). Libraries' lines below WARNING lose their arguments, and below
+`log_library_level` are dropped: at debug, aiosqlite would print every SQL parameter.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from missive.config import Settings
 from missive.observability import context
-
-MASK = "***"
-
-# A secret-looking key followed by `=` or `:` and its value ("password=x",
-# '"api_secret": "x"', "Authorization: Bearer x", "X-Viber-Auth-Token: x").
-_KEYED = re.compile(
-    r"(?i)([\w-]*(?:password|passwd|secret|token|authorization|private[_-]?key)[\w-]*"
-    r"[\"']?\s*[:=]\s*[\"']?)((?:basic|bearer)\s+)?[^\s\"',;&}\]]+"
-)
-_SCHEMES = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@", re.IGNORECASE)
-_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL)
-_JWT = re.compile(r"\beyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]+")
-_SECRET_KEY = re.compile(r"(?i)password|passwd|secret|token|authorization|private[_-]?key|credential")
+from missive.observability.redaction import MASK, SECRET_KEY, VALUE_LIMIT, hide, redact, shorten
 
 # Attributes every LogRecord has: anything else came from `extra=`.
 # (uvicorn adds `color_message`, the same message with terminal colours.)
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
+# Loggers whose arguments are ours or known to be safe to print once masked. Any other
+# library may pass SQL parameters, result rows or headers as arguments (aiosqlite and
+# SQLAlchemy do, at DEBUG and INFO): below WARNING its lines keep their template only.
+_TRUSTED = frozenset({"missive", "uvicorn", "alembic", "asyncio", "httpx"})
+_ARGUMENTS_HIDDEN = "[arguments not logged]"
 
-def redact(text: str) -> str:
-    """`text` with everything that looks like a secret replaced by ***."""
-    if not text:
-        return text
-    text = _PEM.sub("[private key " + MASK + "]", text)
-    text = _KEYED.sub(lambda m: m.group(1) + (m.group(2) or "") + MASK, text)
-    text = _SCHEMES.sub(lambda m: m.group(1) + " " + MASK, text)
-    text = _URL_PASSWORD.sub(r"\1" + MASK + "@", text)
-    return _JWT.sub(MASK, text)
+
+def _trusted(name: str) -> bool:
+    return name.partition(".")[0] in _TRUSTED
 
 
 def _redact_value(key: str, value: Any) -> Any:
-    if _SECRET_KEY.search(key):
+    if SECRET_KEY.search(key):
         return MASK
     if isinstance(value, str):
         return redact(value)
@@ -65,6 +53,14 @@ def _redact_value(key: str, value: Any) -> Any:
     return value
 
 
+def _cut_argument(value: Any) -> Any:
+    """A long argument cut before it is formatted into the message, so that the rest of
+    the template (a trace id after a 100,000-character path) survives the message's cut."""
+    if isinstance(value, (str, bytes)) and len(value) > VALUE_LIMIT:
+        return shorten(value if isinstance(value, str) else repr(value), VALUE_LIMIT)
+    return value
+
+
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
 
@@ -72,15 +68,33 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 class Redactor(logging.Filter):
     """Masks secrets in a record's message and extra fields (the formatters mask tracebacks)."""
 
+    def __init__(self, library_level: int = logging.NOTSET) -> None:
+        super().__init__()
+        self.library_level = library_level
+
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - arguments that do not fit: log the template
-            message = str(record.msg)
+        trusted = _trusted(record.name)
+        if not trusted and record.levelno < self.library_level:
+            return False
+        if record.args and not trusted and record.levelno < logging.WARNING:
+            message = f"{record.msg} {_ARGUMENTS_HIDDEN}"
+        else:
+            message = _formatted(record)
         record.msg, record.args = redact(message), None
         for key, value in extra_fields(record).items():
             setattr(record, key, _redact_value(key, value))
         return True
+
+
+def _formatted(record: logging.LogRecord) -> str:
+    if isinstance(record.args, dict):
+        record.args = {key: _cut_argument(value) for key, value in record.args.items()}
+    elif isinstance(record.args, tuple):
+        record.args = tuple(_cut_argument(value) for value in record.args)
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - arguments that do not fit: log the template
+        return str(record.msg)
 
 
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
@@ -129,23 +143,34 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def make_handler(log_format: str, stream: IO[str] | None = None) -> logging.Handler:
+def make_handler(log_format: str, stream: IO[str] | None = None, library_level: int = logging.NOTSET) -> logging.Handler:
     if log_format not in ("json", "text"):
         raise ValueError(f"MISSIVE_LOG_FORMAT: expected json or text, not {log_format!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    handler.addFilter(Redactor())
+    handler.addFilter(Redactor(library_level))
     return handler
 
 
 def configure_logging(settings: Settings) -> None:
-    """Route every log record (Missive's, uvicorn's, libraries') through one handler."""
+    """Route every log record (Missive's, uvicorn's, libraries') through one handler.
+    Libraries' records below `log_library_level` are dropped whatever `log_level` says."""
+    for value in (*settings.secret_key.get_secret_value().replace(",", " ").split(), settings.metrics_token,
+                  urlsplit(settings.database_url).password):
+        hide(value)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(make_handler(settings.log_format))
-    root.setLevel(settings.log_level.upper())
+    root.addHandler(make_handler(settings.log_format, library_level=_level(settings.log_library_level)))
+    root.setLevel(_level(settings.log_level))
     for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
+
+
+def _level(name: str) -> int:
+    level = logging.getLevelName(name.upper())
+    if not isinstance(level, int):
+        raise ValueError(f"not a log level: {name!r}")
+    return level
