@@ -61,6 +61,8 @@ from missive.url_safety import policy_for
 CHANNEL = "viber_service"
 EVENT_TYPES = ["delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started"]
 MIN_API_VERSION = 1
+# `viber_service.file_size` is in megabytes (the SDK's ViberVideoOptions); Viber's `size` in bytes.
+MEGABYTE = 1024 * 1024
 
 # Viber's `status` codes -> the send error they mean (0 is success; unlisted codes are Rejected 1020).
 STATUS_ERRORS: dict[int, SendError] = {
@@ -153,6 +155,9 @@ class ViberChannel:
             "tracking_data": message.uuid,
             **await self._content(message),
         }
+        action = (message.body.get("viber_service") or {}).get("action")
+        if action:
+            body["keyboard"] = keyboard(action)
         answer = await self._call("/pa/send_message", body, config)
         token = answer.get("message_token")
         if token is None:
@@ -181,11 +186,25 @@ class ViberChannel:
             # Viber requires `text` on a picture; an empty description is allowed.
             return {"type": "picture", "text": media.get("caption") or "", "media": url}
         if kind == "video":
-            return {"type": "video", "media": url, "size": await self._size(url)}
+            return await self._video(url, media, body.get("viber_service") or {})
         if kind == "file":
-            name = posixpath.basename(urlparse(url).path) or "file"
+            name = media.get("name") or posixpath.basename(urlparse(url).path) or "file"
             return {"type": "file", "media": url, "size": await self._size(url), "file_name": name[:256]}
         raise Rejected(1440, f"Invalid message type: Viber Service Messages do not carry {kind}")
+
+    async def _video(self, url: str, media: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+        """What the sender said of the video reaches Viber as is; only `size`, which
+        Viber requires, is asked of the media host when the sender gave no `file_size`."""
+        file_size = options.get("file_size")
+        size = file_size * MEGABYTE if isinstance(file_size, int) else await self._size(url)
+        video: dict[str, Any] = {"type": "video", "media": url, "size": size}
+        if isinstance(options.get("duration"), int):
+            video["duration"] = options["duration"]
+        if media.get("thumb_url"):
+            video["thumbnail"] = media["thumb_url"]
+        if media.get("caption"):
+            video["text"] = media["caption"]
+        return video
 
     async def _size(self, url: str) -> int:
         """Viber requires a video's or file's size in bytes: asked of the media's host with
@@ -228,6 +247,20 @@ class ViberChannel:
         if status != 0:
             raise _error(status, str(answer.get("status_message") or ""))
         return answer
+
+
+def keyboard(action: dict[str, Any]) -> dict[str, Any]:
+    """`viber_service.action` as a Viber keyboard of one full-width open-url button.
+
+    A keyboard rather than a rich media message: it rides on the message itself (one
+    send, one message token, so receipts still name the message), and leaves the text,
+    picture or video rendered natively and whole, where a rich media card would squeeze
+    a text of up to 1000 characters into a button cell and need a second send. The cost:
+    Viber shows the button in place of the user's keyboard, not inside the bubble, and
+    keeps showing the last keyboard sent until another replaces it.
+    """
+    button = {"Columns": 6, "Rows": 1, "ActionType": "open-url", "ActionBody": action["url"], "Text": action["text"]}
+    return {"Type": "keyboard", "DefaultHeight": False, "Buttons": [button]}
 
 
 def _error(status: int, status_message: str) -> SendError:

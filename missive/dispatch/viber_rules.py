@@ -6,7 +6,7 @@ service (a contact message). Before a send the dispatcher asks:
     error = await check(conn, message, link)      # None, or the SendError to record
     to = await recipient(conn, message, link)      # the Viber user id to send to
 
-- an unknown number is rejected with 1170, never guessed;
+- an unknown number is rejected with 1170, never guessed, saying how to make it known;
 - a user who unsubscribed is undeliverable without calling Viber;
 - a `promotion` goes only to a user who already got a `transaction` (May 2018 notice):
   one recorded for the user (`had_transaction`), or one of this account's messages to
@@ -30,6 +30,13 @@ from missive.schemas.addresses import normalise_msisdn
 from missive.store.tables import messages, provider_refs, provider_users
 
 ACCEPTED = ("submitted", "delivered", "read")
+# Viber's bot API sends to user ids only; a number is usable once its user shared it.
+UNKNOWN_NUMBER = (
+    "Invalid or Missing Msisdn Param: no user of this Viber bot has shared this number with it, "
+    "and Viber's bot API addresses users by their Viber user id, not by number. To reach this user, "
+    "ask them to share their contact with the bot (Missive then learns their number), "
+    "or send to their Viber user id (the `from` of their inbound messages)"
+)
 _NOT_DIGITS = re.compile(r"\D")
 
 
@@ -84,7 +91,7 @@ async def check(conn: AsyncConnection, message: dict[str, Any], link: ChannelLin
     """The error that stops this message before Viber is called, or None to send it."""
     user_id, user = await _resolve(conn, message, link)
     if user_id is None:
-        return Rejected(1170, "Invalid or Missing Msisdn Param: no Viber user of this service has shared this number")
+        return Rejected(1170, UNKNOWN_NUMBER)
     if user is not None and not user["subscribed"]:
         return Undeliverable(1240, "The user unsubscribed from this Viber service")
     category = (message["body"].get("viber_service") or {}).get("category") or "transaction"

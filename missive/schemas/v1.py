@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, with_config
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 from missive.api.errors import InvalidParameter, invalid_params, unsupported_channel
@@ -27,6 +34,7 @@ from missive.schemas.common import (
     Image,
     MessengerOptions,
     SmsOptions,
+    Strict,
     Url,
     ViberOptions,
     Video,
@@ -89,6 +97,48 @@ MessengerMessage = _message("MessengerMessage", {
     "messenger": NotRequired[MessengerOptions | None],
 })
 
+# Viber: what the official SDK's ViberAction, ViberVideoOptions, ViberVideoResource and
+# ViberFileResource add (vonage_messages/models/viber.py), with the SDK's limits.
+def _viber_type(value: str) -> str:
+    if value == "template":
+        raise ValueError(
+            "template is not supported: Viber's bot API has no message templates; "
+            "send the message's own text, image, video or file (type string, or no type)"
+        )
+    if value != "string":
+        raise ValueError("must be string (template is not supported)")
+    return value
+
+
+def _digits(value: object) -> object:
+    """The SDK sends `duration` and `file_size` as strings of digits: read as integers."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+class ViberAction(Strict):
+    url: Url
+    text: str = Field(min_length=1, max_length=30)
+
+
+class ViberServiceOptions(ViberOptions):
+    type: Annotated[str, AfterValidator(_viber_type)] | None = None  # type: ignore[assignment]
+    action: ViberAction | None = None
+    # Seconds (1-600) and megabytes (1-200), as the SDK's ViberVideoOptions.
+    duration: Annotated[int, BeforeValidator(_digits), Field(ge=1, le=600)] | None = None
+    file_size: Annotated[int, BeforeValidator(_digits), Field(ge=1, le=200)] | None = None
+
+
+class ViberVideo(Video):
+    thumb_url: Annotated[Url, Field(max_length=1000)] | None = None
+
+
+class ViberFile(File):
+    # Viber's own limit for `file_name` (the SDK allows 25).
+    name: str | None = Field(None, min_length=1, max_length=256)
+
+
 ViberMessage = _message("ViberMessage", {
     "channel": Literal["viber_service"],
     "message_type": Literal["text", "image", "video", "file"],
@@ -96,9 +146,9 @@ ViberMessage = _message("ViberMessage", {
     "from": ChannelId,
     "text": NotRequired[Annotated[str, Field(min_length=1, max_length=1000)] | None],
     "image": NotRequired[Image | None],
-    "video": NotRequired[Video | None],
-    "file": NotRequired[File | None],
-    "viber_service": NotRequired[ViberOptions | None],
+    "video": NotRequired[ViberVideo | None],
+    "file": NotRequired[ViberFile | None],
+    "viber_service": NotRequired[ViberServiceOptions | None],
 })
 
 

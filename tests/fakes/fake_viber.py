@@ -9,7 +9,8 @@ response shapes and `status` codes, scripted answers, every request recorded.
         viber.wait_for(lambda sent: len(sent) >= 1)
 
 Unscripted calls get Viber's normal answers: a wrong X-Viber-Auth-Token is status 2
-(invalidAuthToken), a request missing what Viber requires is status 3 (badData), else
+(invalidAuthToken), a request missing what Viber requires, with a non-integer size or
+duration, or with a malformed keyboard is status 3 (badData), else
 status 0 with a fresh numeric `message_token`. `HEAD /media/...` answers a
 Content-Length, standing in for a media host (`media_heads` records them).
 """
@@ -41,6 +42,27 @@ REQUIRED = {
 }
 
 Answer = dict[str, Any] | int | tuple[str, float]
+# Integer fields of Viber's message models (a string there is badData).
+INTEGERS = ("size", "duration", "min_api_version")
+ACTION_TYPES = ("reply", "open-url", "location-picker", "share-phone", "none")
+
+
+def _keyboard_ok(keyboard: object) -> bool:
+    """Viber's keyboard: `Buttons` required, each button with a known ActionType and its
+    ActionBody, Columns 1-6 and Rows 1-2 when given."""
+    if not isinstance(keyboard, dict) or keyboard.get("Type", "keyboard") != "keyboard":
+        return False
+    buttons = keyboard.get("Buttons")
+    if not isinstance(buttons, list) or not buttons:
+        return False
+    return all(
+        isinstance(b, dict)
+        and b.get("ActionType", "reply") in ACTION_TYPES
+        and isinstance(b.get("ActionBody"), str)
+        and b.get("Columns", 6) in range(1, 7)
+        and b.get("Rows", 1) in range(1, 3)
+        for b in buttons
+    )
 
 
 @dataclass(frozen=True)
@@ -133,6 +155,8 @@ class FakeViber:
             or not isinstance(sender, dict)
             or not sender.get("name")
             or any(key not in body for key in REQUIRED.get(kind, ()))
+            or any(key in body and type(body[key]) is not int for key in INTEGERS)
+            or ("keyboard" in body and not _keyboard_ok(body["keyboard"]))
         )
         if missing:
             return {"status": 3, "status_message": "badData"}
