@@ -43,6 +43,11 @@ V1_KEYS = {"message_uuid", "to", "from", "channel", "timestamp", "status"}
 BETA_KEYS = {"message_uuid", "to", "from", "timestamp", "status"}
 
 
+def built_in(channel: str) -> dict:
+    """The `channel_link` of a message the built-in sandbox carried."""
+    return {"id": f"sandbox:{channel}", "kind": "sandbox"}
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -153,15 +158,21 @@ def check_v1(
     sender: str,
     channel: str,
     status: str,
+    link: dict | None,
     client_ref: str | None = None,
     error_code: int | None = None,
 ) -> None:
+    """`link`: the channel link that carried the message; None for one no link took (the
+    channel refused it at once, or every try failed)."""
     keys = set(V1_KEYS)
     if client_ref is not None:
         keys.add("client_ref")
     if error_code is not None:
         keys.add("error")
+    if link is not None:
+        keys.add("channel_link")
     assert set(payload) == keys, payload
+    assert payload.get("channel_link") == link
     assert payload["message_uuid"] == message_uuid
     assert payload["to"] == to
     assert payload["from"] == sender
@@ -378,6 +389,7 @@ def test_magic_recipients_give_the_documented_webhook_sequence(
             sender=case.body["from"],
             channel=case.body["channel"],
             status=status,
+            link=built_in(case.body["channel"]) if "submitted" in case.expected else None,
             client_ref=case.body.get("client_ref"),
             error_code=case.error_code if failed else None,
         )
@@ -459,6 +471,9 @@ BETA_CASES = {
 }
 
 
+BETA_CHANNELS = {"sms": "sms", "messenger": "messenger", "viber_service_msg": "viber_service"}
+
+
 def check_beta(
     payload: dict,
     *,
@@ -466,14 +481,17 @@ def check_beta(
     to: dict,
     sender: dict,
     status: str,
+    link: dict | None,
     client_ref: str | None = None,
 ) -> None:
     keys = (
         set(BETA_KEYS)
         | ({"client_ref"} if client_ref else set())
         | ({"error"} if status == "rejected" else set())
+        | ({"channel_link"} if link is not None else set())
     )
     assert set(payload) == keys, payload
+    assert payload.get("channel_link") == link
     assert payload["message_uuid"] == message_uuid
     assert payload["to"] == to
     assert payload["from"] == sender
@@ -498,6 +516,7 @@ def test_beta_format_messages_get_beta_webhooks(hub: Hub, path: str) -> None:
                 to=to,
                 sender=sender,
                 status=hook.json["status"],
+                link=built_in(BETA_CHANNELS[to["type"]]) if "submitted" in expected else None,
                 client_ref=body.get("client_ref"),
             )
     time.sleep(2 * DELIVERED_AFTER)
@@ -542,6 +561,7 @@ def test_webhook_version_v01_gets_beta_webhooks(hub: Hub) -> None:
                 to=to,
                 sender=sender,
                 status=hook.json["status"],
+                link=built_in(BETA_CHANNELS[to["type"]]) if "submitted" in expected else None,
                 client_ref=body.get("client_ref"),
             )
     # And explicitly v1 is the v1 shape.
@@ -555,6 +575,7 @@ def test_webhook_version_v01_gets_beta_webhooks(hub: Hub) -> None:
             sender="Acme",
             channel="sms",
             status=hook.json["status"],
+            link=built_in("sms"),
         )
 
 
@@ -933,6 +954,7 @@ class Second:
     receiver: WebhookReceiver
     responder: Responder
     fast_app: tuple[str, str] = ("", "")
+    messenger_link: str = ""  # the account's default Messenger link: a sandbox link
 
 
 SLOW_DELAY = 3.0
@@ -979,7 +1001,7 @@ def second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Second]:
             )
             set_app_urls(server, server.app_id, app_body("slow", receiver.url("/slow")))
             fast_app = new_app(server, app_body("fast", receiver.url("/fast")))
-            yield Second(server, receiver, responder, fast_app)
+            yield Second(server, receiver, responder, fast_app, link["id"])
         finally:
             server.stop()
 
@@ -1014,6 +1036,7 @@ def test_statuses_never_go_backwards_when_read_comes_before_delivered(second: Se
             sender="page-42",
             channel="messenger",
             status=hook.json["status"],
+            link={"id": second.messenger_link, "kind": "sandbox"},
             client_ref="ooo",
         )
     assert [(w["status"], w["state"]) for w in stored["webhooks"]] == [
@@ -1050,6 +1073,7 @@ def test_retryable_failures_up_to_the_limit_make_the_message_undeliverable(secon
         sender="Acme",
         channel="sms",
         status="undeliverable",
+        link=None,
         client_ref="limit",
         error_code=1331,
     )

@@ -133,8 +133,8 @@ def sms(to: str, sender: str = "Acme") -> dict[str, Any]:
     return {"channel": "sms", "message_type": "text", "to": to, "from": sender, "text": "at rest"}
 
 
-def messenger(to: str) -> dict[str, Any]:
-    return {"channel": "messenger", "message_type": "text", "to": to, "from": PAGE, "text": "at rest"}
+def messenger(to: str, page: str = PAGE) -> dict[str, Any]:
+    return {"channel": "messenger", "message_type": "text", "to": to, "from": page, "text": "at rest"}
 
 
 def viber(text: str) -> dict[str, Any]:
@@ -245,11 +245,11 @@ def insert_plaintext_link(live: Live, page: str, token: str, secret: str, applic
 
 
 def test_a_link_stored_in_plaintext_still_works_and_is_encrypted_at_its_next_write(live: Live) -> None:
-    # The application's own link: messages sent with the application's JWT go through it.
+    # The application's own link: messages from its page go through it.
     live.links["legacy"] = {"id": insert_plaintext_link(live, LEGACY_PAGE, LEGACY_TOKEN, LEGACY_SECRET, live.server.app_id)}
     live.links["later"] = {"id": insert_plaintext_link(live, LATER_PAGE, LATER_TOKEN, LATER_SECRET, None)}
     time.sleep(CACHE_SECONDS + 0.5)  # the dispatcher's cache of the account's links
-    live.send(messenger("psid-legacy-1"), auth=None, headers=live.server.bearer())
+    live.send(messenger("psid-legacy-1", LEGACY_PAGE), auth=None, headers=live.server.bearer())
     found = live.graph.wait_for(lambda rs: any(r.body.get("recipient", {}).get("id") == "psid-legacy-1" for r in rs))
     assert [r.query["access_token"] for r in found if r.body.get("recipient", {}).get("id") == "psid-legacy-1"] == [LEGACY_TOKEN]
     raw = page_event(LEGACY_PAGE)
@@ -298,7 +298,7 @@ def test_rotate_encrypts_everything_with_a_new_key_and_links_work_after_a_restar
     sent = live.viber.wait_for(lambda calls: any(c.json.get("text") == "rest-2" for c in calls))
     assert [c.headers["x-viber-auth-token"] for c in sent if c.json.get("text") == "rest-2"] == [VIBER_TOKEN]
     live.wait_status(message_uuid)
-    live.send(messenger("psid-legacy-2"), auth=None, headers=live.server.bearer())
+    live.send(messenger("psid-legacy-2", LEGACY_PAGE), auth=None, headers=live.server.bearer())
     found = live.graph.wait_for(lambda rs: any(r.body.get("recipient", {}).get("id") == "psid-legacy-2" for r in rs))
     assert [r.query["access_token"] for r in found if r.body.get("recipient", {}).get("id") == "psid-legacy-2"] == [LEGACY_TOKEN]
 

@@ -40,6 +40,7 @@ from missive.store.tables import outbox
 from missive.store.workflows import new_workflow_rows
 from missive.store.writer import Rows
 from missive.url_safety import policy_for
+from missive.webhooks.payloads import channel_link
 
 STATUSES = ("accepted", "submitted", "delivered", "read", "rejected", "undeliverable")
 PAGE_SIZE_DEFAULT = 20
@@ -141,6 +142,9 @@ def message_view(row: dict, events: list[dict] | None = None, hooks: list[dict] 
     for key in ("client_ref", "webhook_url", "workflow_id", "application_id"):
         if row.get(key):
             view[key] = row[key]
+    link = channel_link(row)
+    if link is not None:
+        view["channel_link"] = link
     view["content"] = {k: v for k, v in body.items() if k in PAYLOAD_FIELDS or k in ("sms", "messenger", "viber_service", "ttl")}
     if events is not None:
         history = [{"status": "accepted", "timestamp": iso(row["created_at"])}]

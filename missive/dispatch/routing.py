@@ -1,5 +1,15 @@
-"""Which link carries a message: the application's own link for the channel, else the
-account's default, else any account link for it, else the built-in sandbox."""
+"""Which link carries a message, among its account's links only.
+
+Messenger and Viber: the link of the page or service the message is `from` (the link's
+`page_id` / `service_id`), whoever sent it, Basic or JWT. SMS: a link whose routing rules
+fit, else the application's link, else the account's default, else its first (a Basic-auth
+message belongs to the account: its application-bound links come after the account-wide
+ones). Links of kind `sandbox` are chosen like SMS links.
+
+The built-in sandbox carries a channel only for an account with no real link for it (a
+fresh install, a test account). Once real links exist, a message none of them can carry
+is `rejected` (NO_LINK): faking its delivery would hide the mistake.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +20,18 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive.cache import TTLCache
-from missive.channels.base import ChannelLink
+from missive.channels.base import ChannelLink, Rejected
 from missive.config import Settings
 from missive.store.links import list_links
+
+# Missive's own code, in the style of the Messages API's (1420 is "Invalid sender"):
+# no link of the account can carry the message.
+NO_LINK = 1490
+
+# The config key naming the sender a link sends as, for the kinds whose `from` says
+# which link to use.
+IDENTITY = {"messenger": "page_id", "viber": "service_id"}
+SENDER_NAMES = {"messenger": "Facebook page", "viber_service": "Viber service"}
 
 
 def sandbox_link(settings: Settings, channel: str) -> ChannelLink:
@@ -46,26 +65,66 @@ def _rule_match(row: dict[str, Any], to: str, sender: str) -> tuple[int, int] | 
     return by_sender, longest
 
 
+def _groups(rows: list[dict[str, Any]], application_id: str | None) -> list[list[dict[str, Any]]]:
+    """The links a message may use, most its own first: a JWT message its application's,
+    then the account's; a Basic-auth message the account's, then the applications'."""
+    account_wide = [r for r in rows if r["application_id"] is None]
+    if application_id:
+        return [[r for r in rows if r["application_id"] == application_id], account_wide]
+    return [account_wide, [r for r in rows if r["application_id"] is not None]]
+
+
 def choose(
     rows: list[dict[str, Any]], channel: str, application_id: str | None, to: str = "", sender: str = ""
 ) -> dict[str, Any] | None:
-    """The application's links before the account's; within each, a link whose routing
-    rules fit the message best; then the application's link, the account's default, the
-    account's first."""
-    candidates = [r for r in rows if r["channel"] == channel]
-    own = [r for r in candidates if application_id and r["application_id"] == application_id]
-    for group in (own, [r for r in candidates if r["application_id"] is None]):
+    """Within the groups of `_groups`, in order: a link whose routing rules fit the
+    message best; then each group's default link, else its first."""
+    groups = _groups([r for r in rows if r["channel"] == channel], application_id)
+    for group in groups:
         scored = [(score, r) for r in group if (score := _rule_match(r, to, sender)) is not None]
         if scored:
             return max(scored, key=lambda pair: pair[0])[1]
-    for row in candidates:
-        if application_id and row["application_id"] == application_id:
-            return row
-    account_wide = [r for r in candidates if r["application_id"] is None]
-    for row in account_wide:
-        if row["is_default"]:
-            return row
-    return account_wide[0] if account_wide else None
+    for group in groups:
+        if group:
+            return next((r for r in group if r["is_default"]), group[0])
+    return None
+
+
+def sending_as(
+    rows: list[dict[str, Any]], channel: str, application_id: str | None, sender: str
+) -> dict[str, Any] | None:
+    """The link of the page or service `sender`, its application's own first when several
+    of the account's links name it."""
+    named = [r for r in rows if r["channel"] == channel and r["kind"] in IDENTITY
+             and r["config"].get(IDENTITY[r["kind"]]) == sender]
+    return choose(named, channel, application_id) or (named[0] if named else None)
+
+
+def _no_link(message: dict[str, Any]) -> Rejected:
+    channel = message["channel"]
+    if channel in SENDER_NAMES:
+        return Rejected(NO_LINK, f"No link: {SENDER_NAMES[channel]} {message['from_addr']!r} is not linked "
+                                 f"to this account, and no sandbox link is configured for {channel}")
+    whose = f"application {message['application_id']}" if message["application_id"] else "this account"
+    return Rejected(NO_LINK, f"No link: none of this account's {channel} links serves {whose}")
+
+
+def route(rows: list[dict[str, Any]], message: dict[str, Any]) -> dict[str, Any] | None:
+    """The row of the link that carries `message`; None for the built-in sandbox. Raises
+    Rejected(NO_LINK) when the account has real links for the channel and none fits."""
+    channel, application_id = message["channel"], message["application_id"]
+    mine = [r for r in rows if r["channel"] == channel]
+    real = [r for r in mine if r["kind"] != "sandbox"]
+    if any(r["kind"] in IDENTITY for r in real):
+        row = sending_as(real, channel, application_id, message["from_addr"])
+        if row is None:
+            row = choose([r for r in mine if r["kind"] == "sandbox"], channel, application_id,
+                         message["to_addr"], message["from_addr"])
+    else:
+        row = choose(mine, channel, application_id, message["to_addr"], message["from_addr"])
+    if row is None and real:
+        raise _no_link(message)
+    return row
 
 
 class LinkRouter:
@@ -80,8 +139,7 @@ class LinkRouter:
         return await self._cache.load(account_id, lambda: list_links(self._engine, account_id))  # type: ignore[no-any-return]
 
     async def route(self, message: dict[str, Any]) -> ChannelLink:
-        row = choose(await self._links(message["account_id"]), message["channel"], message["application_id"],
-                     message["to_addr"], message["from_addr"])
+        row = route(await self._links(message["account_id"]), message)
         if row is None:
             return sandbox_link(self._settings, message["channel"])
         return as_link(row, self._settings)

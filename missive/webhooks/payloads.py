@@ -1,7 +1,8 @@
 """The bodies of the webhooks Missive sends, in the v1 and the beta (v0.1) shapes.
 
     v1:   {"message_uuid": "...", "to": "447700900000", "from": "Acme", "channel": "sms",
-           "timestamp": "2026-01-01T14:00:00.000Z", "status": "delivered"}
+           "timestamp": "2026-01-01T14:00:00.000Z", "status": "delivered",
+           "channel_link": {"id": "5f0c...", "kind": "sms"}}
     v0.1: {"message_uuid": "...", "to": {"type": "sms", "number": "447700900000"},
            "from": {"type": "sms", "number": "Acme"}, "timestamp": "...", "status": "delivered"}
 """
@@ -20,6 +21,15 @@ def _beta_address(channel: str, value: str, business: bool) -> dict[str, str]:
     if channel == "messenger" or (channel == "viber_service" and (business or not value.isdigit())):
         return {"type": BETA_CHANNEL.get(channel, channel), "id": value}
     return {"type": BETA_CHANNEL.get(channel, channel), "number": value}
+
+
+def channel_link(message: dict[str, Any]) -> dict[str, str] | None:
+    """Which link carried the message (ours, in both shapes; the vendor's webhooks have no
+    such field): a link id, or `sandbox:<channel>` for the built-in sandbox. None until a
+    link has taken the message (`submitted`), so on one refused before."""
+    if not message.get("link_id"):
+        return None
+    return {"id": message["link_id"], "kind": message["link_kind"]}
 
 
 def status_payload(
@@ -45,6 +55,9 @@ def status_payload(
         payload["error"] = {"code": error_code, "reason": error_reason or ""}
     if message.get("client_ref"):
         payload["client_ref"] = message["client_ref"]
+    link = channel_link(message)
+    if link is not None:
+        payload["channel_link"] = link
     if message.get("workflow_id"):
         if beta:
             payload["_links"] = {"workflow": {"dispatch_uuid": message["workflow_id"], "href": f"/v1/workflows/{message['workflow_id']}"}}
