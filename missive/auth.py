@@ -27,6 +27,8 @@ from missive.api.errors import unauthorized
 from missive.api.throttle import RequestThrottle
 from missive.cache import TTLCache
 from missive.config import Settings
+from missive.store.account_secrets import MAX_SECRETS
+from missive.store.accounts import Credentials, credentials_of
 from missive.store.jtis import JtiLedger
 from missive.store.tables import accounts, applications
 
@@ -99,13 +101,27 @@ class Authenticator:
 
     async def basic(self, api_key: str, api_secret: str) -> Principal:
         # Known or not, the key takes the same steps: one cached lookup (misses are cached
-        # too), one hash, one constant-time comparison.
+        # too), then one hash and one constant-time comparison for each of MAX_SECRETS
+        # slots, filled with a dummy where the account has fewer secrets (or none). A
+        # disabled account goes through the same steps and gets the same 401.
         account = await self._account(api_key)
-        salt, expected = (account["secret_salt"], account["secret_hash"]) if account else (_DUMMY_SALT, _DUMMY_HASH)
-        matches = credentials.secret_matches(salt, api_secret, expected)
-        if account is None or not matches:
+        held = account.secrets if account else ()
+        matches = [credentials.secret_matches(salt, api_secret, expected) for salt, expected in held]
+        for _ in range(MAX_SECRETS - len(held)):
+            credentials.secret_matches(_DUMMY_SALT, api_secret, _DUMMY_HASH)  # the work, not the answer
+        if account is None or account.disabled or not any(matches):
             raise unauthorized()
-        return Principal(account_id=account["id"])
+        return Principal(account_id=account.account_id)
+
+    async def account_id_of(self, api_key: str) -> str | None:
+        """The id of the account with this api_key (through the same cache as `basic`)."""
+        account = await self._account(api_key)
+        return account.account_id if account else None
+
+    def forget(self, api_key: str) -> None:
+        """Drop what this process holds of an account's credentials: a secret revoked
+        here stops working at once, not when the cached entry expires."""
+        self._accounts.put(api_key, None, until=0.0)
 
     async def bearer(self, token: str) -> Principal:
         hit, cached = self._tokens.get(token)
@@ -175,13 +191,8 @@ class Authenticator:
             raise unauthorized()
         return valid_until
 
-    async def _account(self, api_key: str) -> dict | None:
-        return await self._accounts.load(api_key, lambda: self._read_account(api_key))  # type: ignore[no-any-return]
-
-    async def _read_account(self, api_key: str) -> dict | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(accounts).where(accounts.c.api_key == api_key))).first()
-        return dict(row._mapping) if row else None
+    async def _account(self, api_key: str) -> Credentials | None:
+        return await self._accounts.load(api_key, lambda: credentials_of(self._engine, api_key))  # type: ignore[no-any-return]
 
     async def _application(self, app_id: str) -> _App | None:
         return await self._apps.load(app_id, lambda: self._read_application(app_id))  # type: ignore[no-any-return]
@@ -190,9 +201,10 @@ class Authenticator:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(applications.c.account_id, applications.c.public_key).where(
-                        applications.c.id == app_id
-                    )
+                    # An application of a disabled account is refused like an unknown one.
+                    select(applications.c.account_id, applications.c.public_key)
+                    .join(accounts, accounts.c.id == applications.c.account_id)
+                    .where(applications.c.id == app_id, accounts.c.disabled == 0)
                 )
             ).first()
         if row is None:

@@ -287,9 +287,11 @@ def sandbox_inbound(
 
 # Each link kind's `missive channel add KIND` lives in its own module.
 from missive import cli_links  # noqa: E402,F401
+from missive.cli_accounts import register as register_account_commands  # noqa: E402
 from missive.cli_secrets import secrets_cli  # noqa: E402
 
 app.add_typer(secrets_cli, name="secrets")
+register_account_commands(account_cli)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from missive.api import (
+    accounts,
     applications,
     channels,
     direct,
@@ -121,7 +122,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             metrics.process_stopped()
 
     app = Missive(
-        routes=[*messages.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes, *health.routes],
+        routes=[*messages.routes, *accounts.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes, *health.routes],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -17,11 +17,13 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from missive.cache import TTLCache
 from missive.channels.base import (
     Channel,
     ChannelLink,
     Elsewhere,
     OutboundMessage,
+    Rejected,
     SendError,
     Throttled,
     Unavailable,
@@ -40,6 +42,7 @@ from missive.dispatch.sessions import SessionKeeper
 from missive.observability import context, metrics
 from missive.sms.gsm import count_parts
 from missive.store import rates
+from missive.store.accounts import is_sending
 from missive.store.claims import claim_due, release
 from missive.store.faults import classify, describe
 from missive.store.locks import lock_names
@@ -65,6 +68,9 @@ ELSEWHERE_DELAY = 0.2
 RESULT_TARGET = 0.1
 # The fewest sends the window lets out at once, however slow the commits.
 WINDOW_FLOOR = 8
+# A message of a disabled (or deleted) account: not sent, final. The hosted API's code
+# for an api_key "barred from submitting messages".
+ACCOUNT_BARRED = 1060
 
 
 class SendWindow:
@@ -135,6 +141,8 @@ class Dispatcher:
             if hasattr(channel, "sink"):
                 channel.sink = self._link_events
         self._router = LinkRouter(engine, settings, clock)
+        # Whether each account's messages may be sent (not disabled), by account id.
+        self._sending = TTLCache(clock)
         self._limiter = RateLimiter(self._reserve)
         self.sessions = SessionKeeper(engine, settings, self._channels, clock)
         self._policy = RetryPolicy(settings.dispatch_backoff_base, settings.dispatch_backoff_cap, settings.dispatch_max_attempts)
@@ -333,6 +341,8 @@ class Dispatcher:
             return Outcome(uuid, now, StatusChange(uuid, "undeliverable", now, error_code=1360, error_reason="TTL was activated"))
         link: ChannelLink | None = None
         try:
+            if not await self._account_sends(message["account_id"]):
+                raise Rejected(ACCOUNT_BARRED, "Partner account barred: the account is disabled, its messages are not sent")
             link = await self._router.route(message)
             channel = self._channels.get(link.kind)
             if channel is None:
@@ -359,6 +369,12 @@ class Dispatcher:
             uuid, now, StatusChange(uuid, "submitted", now, provider_ref=result.provider_ref), result.follow_ups,
             (link.id, link.kind), result.all_refs or (result.provider_ref,),
         )
+
+    async def _account_sends(self, account_id: str) -> bool:
+        hit, sending = self._sending.get(account_id)
+        if hit:
+            return bool(sending)
+        return bool(await self._sending.load(account_id, lambda: is_sending(self._engine, account_id)))
 
     async def _recipient(self, message: dict[str, Any], link: ChannelLink) -> str:
         """The provider's address for `to`, after the rules that need what Missive knows

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from missive.store.config_version import bump
 from missive.store.tables import applications
 
 
@@ -34,6 +35,7 @@ async def create_application(engine: AsyncEngine, account_id: str, fields: Appli
     }
     async with engine.begin() as conn:
         await conn.execute(applications.insert().values(**row))
+        await bump(conn)
     return row
 
 
@@ -72,6 +74,7 @@ async def update_application(
             .where(applications.c.id == app_id, applications.c.account_id == account_id)
             .values(**values)
         )
+        await bump(conn)
     if result.rowcount != 1:
         return None
     return await get_application(engine, app_id, account_id)
@@ -84,4 +87,5 @@ async def delete_application(engine: AsyncEngine, app_id: str, account_id: str) 
                 applications.c.id == app_id, applications.c.account_id == account_id
             )
         )
+        await bump(conn)
     return result.rowcount == 1

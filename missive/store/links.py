@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from missive.channels.registry import secret_keys
 from missive.secrets_box import Keyring, keyring_of, open_config, seal_config, sealed_id
+from missive.store.config_version import bump
 from missive.store.locks import lock_name
 from missive.store.tables import channel_links
 
@@ -70,6 +71,7 @@ async def create_link(
     async with engine.begin() as conn:
         await lock_name(conn, _KEY_LOCK, shared=True)
         await conn.execute(channel_links.insert().values(**{**row, "config": _sealed(keyring_of(engine), row)}))
+        await bump(conn)
     return row
 
 
@@ -119,6 +121,7 @@ async def update_link(
         values["config"] = new_config(before) if new_config is not None else before["config"]
         after = {**before, **values}
         await conn.execute(update(channel_links).where(*where).values(**{**values, "config": _sealed(keyring, after)}))
+        await bump(conn)
     return before, after
 
 
@@ -141,6 +144,7 @@ async def reseal_all(engine: AsyncEngine) -> dict[str, int]:
             counts["links"] += 1
             counts["values"] += len(names)
             counts["from_plaintext"] += sum(1 for n in names if sealed_id(row["config"][n]) is None)
+        await bump(conn)
     return counts
 
 
@@ -149,4 +153,5 @@ async def delete_link(engine: AsyncEngine, account_id: str, link_id: str) -> boo
         result = await conn.execute(
             delete(channel_links).where(channel_links.c.account_id == account_id, channel_links.c.id == link_id)
         )
+        await bump(conn)
     return result.rowcount == 1

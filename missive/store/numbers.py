@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive.schemas.addresses import normalise_msisdn
+from missive.store.config_version import bump
 from missive.store.tables import applications, numbers
 
 _SEPARATORS = re.compile(r"[\s\-().]")
@@ -74,6 +75,7 @@ async def add_number(engine: AsyncEngine, account_id: str, number: str, applicat
         async with engine.begin() as conn:
             await _check_application(conn, account_id, application_id)
             await conn.execute(numbers.insert().values(**row))
+            await bump(conn)
     except IntegrityError:
         raise NumberTaken(f"{row['number']} is already linked to this account") from None
     return row
@@ -121,6 +123,7 @@ async def update_number(
         if result.rowcount != 1:
             return None
         await _check_application(conn, account_id, application_id)  # raising rolls back
+        await bump(conn)
         row = (await conn.execute(select(numbers).where(*where))).first()
     return dict(row._mapping) if row else None
 
@@ -133,6 +136,7 @@ async def remove_number(engine: AsyncEngine, account_id: str, number: str) -> bo
         result = await conn.execute(
             delete(numbers).where(numbers.c.number == normalised, numbers.c.account_id == account_id)
         )
+        await bump(conn)
     return result.rowcount == 1
 
 
