@@ -95,6 +95,9 @@ def add_sms(
     source_npi: int = typer.Option(None, help="Source NPI (default: 0 for alphanumeric senders, 1 for numbers)."),
     sender: list[str] = typer.Option(None, "--sender", help="Route messages from this sender here (repeatable)."),
     prefix: list[str] = typer.Option(None, "--prefix", help="Route messages to numbers starting so here (repeatable)."),
+    entity_id_tag: str = typer.Option("0x1400", help="The TLV tag of sms.entity_id (India's DLT PE_ID)."),
+    content_id_tag: str = typer.Option("0x1401", help="The TLV tag of sms.content_id (India's DLT template id)."),
+    dlt_tlv_format: str = typer.Option("cstring", help="Those TLVs NUL-terminated (cstring) or not (octets)."),
     name: str = typer.Option(None, help="A name for the link."),
     app_id: str = typer.Option(None, "--app", help="Only for this application."),
     tps: float = typer.Option(None, help="SMS parts per second at most."),
@@ -106,5 +109,14 @@ def add_sms(
     config = {"host": host, "port": port, "system_id": system_id, "password": password, "system_type": system_type,
               "binds": binds, "window": window, "tls": tls, "tls_verify": not tls_no_verify,
               "source_ton": source_ton, "source_npi": source_npi, "senders": sender or [], "prefixes": prefix or [],
-              "receipt_ids": receipt_ids}
+              "receipt_ids": receipt_ids, "entity_id_tag": _tag(entity_id_tag, "--entity-id-tag"),
+              "content_id_tag": _tag(content_id_tag, "--content-id-tag"), "dlt_tlv_format": dlt_tlv_format}
     add_link("sms", "sms", name, config, app_id, tps, default, api_key, as_json)
+
+
+def _tag(value: str, option: str) -> int:
+    """A TLV tag as written in SMSC documentation: 0x1400, or 5120."""
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number (0x1400 or 5120)", param_hint=option) from None

@@ -4,7 +4,8 @@
     {"channel": "messenger", "from": "USER_ID", "location": {"lat": 51.5, "long": -0.12}}
 
 It goes to the inbound URL of the calling application (JWT, or `application_id` with
-Basic auth), else of the account, exactly as a provider's inbound message would.
+Basic auth), else of the account, exactly as a provider's inbound message would. An SMS
+carries the `sms` object an SMSC's would (`num_messages`: the parts its text takes).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from missive.schemas.common import (
     invalid_parameters,
     url_context,
 )
+from missive.sms.deliveries import text_event
+from missive.sms.gsm import count_parts
 from missive.store import applications as app_store
 from missive.url_safety import SHAPE_ONLY
 
@@ -66,6 +69,8 @@ class SandboxInbound(Strict):
         return self
 
     def event(self) -> InboundEvent:
+        if self.channel == "sms" and self.text is not None:
+            return text_event(self.to, self.from_, self.text, count_parts(self.text, "auto"))
         key = next(k for k in CONTENT_KEYS if getattr(self, k) is not None)
         value = getattr(self, key)
         payload = {key: value if isinstance(value, str) else value.model_dump(exclude_none=True)}

@@ -3,9 +3,12 @@ part, and the SMSC's deliver_sm (receipts and inbound SMS) handed to the dispatc
 
     link config: host, port, system_id, password, system_type, binds, window, tls,
                  source_ton/npi (else 5/0 for alphanumeric senders, 1/1 for numbers),
-                 senders / prefixes (routing rules), receipt_ids
+                 senders / prefixes (routing rules), receipt_ids,
+                 entity_id_tag / content_id_tag / dlt_tlv_format (India's DLT TLVs)
     send:        encode (GSM 03.38 or UCS-2, UDH parts), submit each part in order,
-                 the SMSC ids of all parts become the message's references
+                 the SMSC ids of all parts become the message's references; every
+                 part carries what is left of `ttl` as its validity_period and
+                 `sms.entity_id` / `sms.content_id` as TLVs
     errors:      throttling / full queue -> Throttled (link slowed); other temporary
                  statuses, a dropped session -> Unavailable (retried); a refused
                  bind -> Misconfigured; any other status -> Rejected with a mapped code
@@ -18,10 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, ClassVar, Literal
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+import uuid_utils
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from missive.channels.base import (
     ChannelLink,
@@ -33,11 +39,18 @@ from missive.channels.base import (
     SendResult,
     Throttled,
     Unavailable,
+    Undeliverable,
 )
 from missive.config import Settings
 from missive.sms.deliveries import is_receipt, parse_inbound, parse_receipt, scoped_ref
 from missive.sms.encoding import encode_sms
-from missive.sms.smpp_pdus import ESME_RMSGQFUL, ESME_RTHROTTLED, DeliverSm, SmppError
+from missive.sms.smpp_pdus import (
+    ESME_RMSGQFUL,
+    ESME_RTHROTTLED,
+    DeliverSm,
+    SmppError,
+    relative_time,
+)
 from missive.sms.smpp_session import BindConfig, SessionDown, SmppPool
 
 log = logging.getLogger("missive.sms")
@@ -55,6 +68,14 @@ REJECTIONS = {
     0x51: (1020, "Invalid params"),
     0x62: (1130, "Invalid TTL"),
 }
+
+# India's DLT registration as TLVs: the tags most Indian aggregators' SMPP interfaces use
+# for it (PE_ID 0x1400, TEMPLATE_ID 0x1401), a convention and no standard. SMSCs differ:
+# a link may name other tags (docs/channels.md).
+ENTITY_ID_TAG = 0x1400
+CONTENT_ID_TAG = 0x1401
+# SMPP 3.4, 5.3.2: the optional parameters an SMSC vendor may define.
+VENDOR_TAGS = (0x1400, 0x3FFF)
 
 
 class SmsConfig(BaseModel):
@@ -80,6 +101,17 @@ class SmsConfig(BaseModel):
     # How receipts write the SMSC id: as submit_sm_resp gave it, or converted to hex
     # (decimal submit ids) or to decimal (hex submit ids).
     receipt_ids: Literal["as_submitted", "hex", "decimal"] = "as_submitted"
+    # The TLVs of `sms.entity_id` and `sms.content_id`, and how their text is written:
+    # NUL-terminated (C-octet string) or not. SMSCs differ in both.
+    entity_id_tag: int = Field(ENTITY_ID_TAG, ge=VENDOR_TAGS[0], le=VENDOR_TAGS[1])
+    content_id_tag: int = Field(CONTENT_ID_TAG, ge=VENDOR_TAGS[0], le=VENDOR_TAGS[1])
+    dlt_tlv_format: Literal["cstring", "octets"] = "cstring"
+
+    @model_validator(mode="after")
+    def _distinct_tags(self) -> Self:
+        if self.entity_id_tag == self.content_id_tag:
+            raise ValueError("entity_id_tag and content_id_tag must differ")
+        return self
 
 
 def _fingerprint(link: ChannelLink) -> str:
@@ -98,14 +130,46 @@ def source_address(sender: str, config: dict[str, Any]) -> tuple[str, int, int]:
     return sender, ton, npi
 
 
+def accepted_at(message_uuid: str) -> float | None:
+    """When the message was accepted: its uuid (version 7, `missive.ids`) begins with
+    that millisecond. None for another kind of uuid."""
+    try:
+        parsed = uuid_utils.UUID(message_uuid)
+    except ValueError:
+        return None
+    return parsed.timestamp / 1000 if parsed.version == 7 else None
+
+
+def validity_period(ttl: int, accepted: float | None, now: float) -> str:
+    """What is left of the ttl (whole seconds, from acceptance) as a relative SMPP time:
+    the SMSC drops the message when Missive would have. Undeliverable (1360) when nothing
+    is left, as the dispatcher does before a send."""
+    left = int(ttl if accepted is None else accepted + ttl - now)
+    if left < 1:
+        raise Undeliverable(1360, "TTL was activated")
+    return relative_time(left)
+
+
+def dlt_tlvs(options: dict[str, Any], config: dict[str, Any]) -> tuple[tuple[int, bytes], ...]:
+    """`sms.entity_id` and `sms.content_id` as (tag, octets), with the link's tags."""
+    nul = b"\0" if config.get("dlt_tlv_format", "cstring") == "cstring" else b""
+    tlvs = []
+    for key, tag_key, default in (("entity_id", "entity_id_tag", ENTITY_ID_TAG),
+                                  ("content_id", "content_id_tag", CONTENT_ID_TAG)):
+        if options.get(key):
+            tlvs.append((config.get(tag_key, default), options[key].encode() + nul))
+    return tuple(tlvs)
+
+
 class SmsChannel:
     kind: ClassVar[str] = "sms"
     carries: ClassVar[tuple[str, ...]] = ("sms",)
     secrets: ClassVar[tuple[str, ...]] = ("password",)
     Config: ClassVar[type[BaseModel]] = SmsConfig
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings or Settings()
+        self._clock = clock
         self._pools: dict[str, tuple[str, SmppPool]] = {}
         # Pools of links whose configuration changed, closed at the next `maintain`.
         self._closing: set[SmppPool] = set()
@@ -178,11 +242,20 @@ class SmsChannel:
             raise Elsewhere()
         pool = found[1]
         text = message.text or ""
-        encoding = (message.body.get("sms") or {}).get("encoding_type", "auto")
+        options = message.body.get("sms") or {}
+        encoding = options.get("encoding_type", "auto")
         # The concatenation reference: the uuid's last byte, which is random (a version 7
         # uuid begins with its time, the same for weeks in its first digits).
         encoded = encode_sms(text, encoding, ref=int(message.uuid[-2:], 16))
         source, ton, npi = source_address(message.sender, link.config)
+        # `trusted_recipient` and `sms.pool_id` (Vonage's fraud defender and number pools)
+        # have no counterpart on an SMSC: accepted, and without effect.
+        extra: dict[str, Any] = {}
+        if message.body.get("ttl"):
+            extra["validity_period"] = validity_period(message.body["ttl"], accepted_at(message.uuid), self._clock())
+        tlvs = dlt_tlvs(options, link.config)
+        if tlvs:
+            extra["vendor_tlvs"] = tlvs
         ids = []
         for part in encoded.parts:
             params = {
@@ -190,7 +263,7 @@ class SmsChannel:
                 "destination_addr": message.to,
                 "dest_addr_ton": link.config.get("dest_ton", 1), "dest_addr_npi": link.config.get("dest_npi", 1),
                 "esm_class": encoded.esm_class, "data_coding": encoded.data_coding,
-                "registered_delivery": 1, "short_message": part,
+                "registered_delivery": 1, "short_message": part, **extra,
             }
             ids.append(await self._submit(pool, params))
         return SendResult(provider_ref=ids[0], all_refs=tuple(scoped_ref(link.id, smsc_id) for smsc_id in ids))

@@ -471,8 +471,13 @@ def _promised(timer: dict[str, Any]) -> StatusChange:
 
 
 def _expired(message: dict[str, Any], now: float) -> bool:
-    """A Viber message not sent within its ttl is dropped rather than sent late."""
-    ttl = (message["body"].get("viber_service") or {}).get("ttl") if message["channel"] == "viber_service" else None
+    """A message not sent within its ttl is dropped rather than sent late: Viber's
+    `viber_service.ttl`, an SMS's `ttl` (the SMSC is given what is left of it)."""
+    body = message["body"]
+    if message["channel"] == "viber_service":
+        ttl = (body.get("viber_service") or {}).get("ttl")
+    else:
+        ttl = body.get("ttl") if message["channel"] == "sms" else None
     return isinstance(ttl, (int, float)) and now > message["created_at"] + ttl
 
 

@@ -75,13 +75,21 @@ def _message(name: str, fields: dict[str, Any]) -> Any:
     return with_config(STRICT_CONFIG)(message)
 
 
+class SmsV1Options(SmsOptions):
+    """The v1 `sms` object; `pool_id` (a Vonage number pool) is accepted, without effect."""
+
+    pool_id: str | None = Field(None, max_length=100)
+
+
 SmsMessage = _message("SmsMessage", {
     "channel": Literal["sms"],
     "message_type": Literal["text"],
     "to": Msisdn,
     "from": SmsSender,
     "text": Annotated[str, Field(min_length=1, max_length=1000)],
-    "sms": NotRequired[SmsOptions | None],
+    "sms": NotRequired[SmsV1Options | None],
+    # Vonage's fraud defender override: accepted, without effect (Missive has none).
+    "trusted_recipient": NotRequired[bool | None],
 })
 
 MessengerMessage = _message("MessengerMessage", {

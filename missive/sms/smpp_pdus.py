@@ -142,8 +142,35 @@ def encode(name: str, sequence: int, status: int = ESME_ROK, **fields: Any) -> b
     return bytes(pdu.generate())
 
 
+def relative_time(seconds: int) -> str:
+    """A relative time of SMPP 3.4 (7.1.1.2): "YYMMDDhhmmss000R", here in days, hours,
+    minutes and seconds (a month or year is no fixed length); at most 99 days."""
+    if not 0 < seconds < 100 * 86400:
+        raise ValueError(f"a relative time of {seconds} s")
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"0000{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
+
+
+def _vendor_tlvs(tlvs: Any) -> bytes:
+    """(tag, value) pairs as TLVs, written after whatever else the submit_sm carries."""
+    out = bytearray()
+    for tag, value in tlvs:
+        if not 0 < tag <= 0xFFFF or len(value) > 0xFFFF:
+            raise ValueError(f"TLV 0x{tag:04X} of {len(value)} octets")
+        out += struct.pack(">HH", tag, len(value)) + value
+    return bytes(out)
+
+
 def encode_submit(sequence: int, params: dict[str, Any]) -> bytes:
-    """A submit_sm from the caller's fields; a field smpplib does not know is an error."""
+    """A submit_sm from the caller's fields; a field smpplib does not know is an error.
+    `vendor_tlvs` ((tag, octets) pairs) are TLVs smpplib has no name for, such as an
+    SMSC's own (SMPP 3.4 5.3.2: 0x1400-0x3FFF are the SMSC vendors')."""
+    if "vendor_tlvs" in params:
+        rest = {k: v for k, v in params.items() if k != "vendor_tlvs"}
+        data = encode_submit(sequence, rest) + _vendor_tlvs(params["vendor_tlvs"])
+        return HEADER.pack(len(data), SUBMIT_SM, ESME_ROK, sequence) + data[HEADER_SIZE:]
     unknown = set(params) - SUBMIT_FIELDS
     if unknown:
         raise ValueError(f"unknown submit_sm fields: {sorted(unknown)}")

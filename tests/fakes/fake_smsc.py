@@ -8,6 +8,7 @@ package) in a node subprocess, driven over its JSON control API.
         ... MISSIVE_SMPP_PORT=smsc.port ...
         state = smsc.wait_for(lambda s: len(s["submits"]) >= 1)
         bytes.fromhex(state["submits"][0]["short_message"])      # exactly as on the wire
+        state["submits"][0]["validity_period"], state["submits"][0]["tlvs"]  # "...R", {"0x1400": hex}
         smsc.receipt(state["submits"][0]["message_id"], stat="EXPIRED", err="001")
         smsc.deliver("447700900001", "Missive", "hello", encoding="ucs2", parts=2)
 

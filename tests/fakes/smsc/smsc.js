@@ -18,9 +18,11 @@ const smpp = require('smpp');
 // The library turns short_message and message_payload into text (or {udh, message})
 // according to data_coding. This SMSC wants the octets exactly as they are on the wire,
 // in both directions, so those filters go: the fields stay (and are sent as) Buffers.
+// validity_period stays its wire text ("000000001000000R": ten minutes), not a Date.
 for (const name of Object.keys(smpp.commands)) {
   const params = smpp.commands[name].params || {};
   if (params.short_message) delete params.short_message.filter;
+  if (params.validity_period) delete params.validity_period.filter;
 }
 delete smpp.tlvs.message_payload.filter;
 
@@ -251,6 +253,7 @@ function onSubmit(peer, pdu) {
   }
   Object.assign(sub, {short_message: (pdu.short_message || Buffer.alloc(0)).toString('hex'),
                       message_payload: pdu.message_payload ? pdu.message_payload.toString('hex') : null,
+                      validity_period: pdu.validity_period || '', tlvs: vendorTlvs(pdu),
                       message_id: null, status: null, time: now()});
   records.submits.push(sub);
 
@@ -279,6 +282,16 @@ function onSubmit(peer, pdu) {
   const receipt = receiptFor(sub);
   // The receipt is scheduled once the submit_sm_resp is written, so it never overtakes it.
   reply({message_id: formatId(sub.message_id, config.resp_id_format)}, () => receipt && scheduleReceipt(receipt));
+}
+
+// TLVs the library has no name for (an SMSC's own, 0x1400-0x3FFF): it keeps each under
+// its numeric tag. {"0x1400": "hex of the value"}.
+function vendorTlvs(pdu) {
+  const tlvs = {};
+  for (const key of Object.keys(pdu)) {
+    if (/^\d+$/.test(key)) tlvs['0x' + Number(key).toString(16).toUpperCase().padStart(4, '0')] = pdu[key].toString('hex');
+  }
+  return tlvs;
 }
 
 function onSession(session) {
