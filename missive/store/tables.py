@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -378,4 +379,45 @@ used_jtis = Table(
     Column("application_id", String(36), primary_key=True),
     Column("jti_hash", String(64), primary_key=True),  # SHA-256 hex: any jti, fixed size
     Column("expires_at", Double, nullable=False, index=True),
+)
+
+# When each WhatsApp user last wrote to a link (the 24-hour customer service window).
+conversation_windows = Table(
+    "conversation_windows",
+    metadata,
+    Column("link_id", String(36), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("last_inbound_at", Double, nullable=False),
+)
+
+# Inbound media fetched from a provider whose URLs need its token (WhatsApp), served by
+# Missive until it expires. In the database: every process can serve what any fetched.
+media = Table(
+    "media",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False),
+    Column("link_id", String(36), nullable=False),
+    Column("inbound_uuid", String(36)),
+    Column("content_type", String(100), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False, index=True),
+)
+
+# Each exchange with a provider for a message (HTTP to Graph or Viber, SMPP PDUs), in
+# readable form with secrets redacted; pruned after MISSIVE_PROVIDER_LOG_DAYS.
+provider_logs = Table(
+    "provider_logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_uuid", String(36), index=True),
+    Column("account_id", String(36)),
+    Column("link_id", String(36)),
+    Column("direction", String(4), nullable=False),  # out | in
+    Column("protocol", String(8), nullable=False),  # http | smpp
+    Column("summary", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at", Double, nullable=False, index=True),
 )
