@@ -64,6 +64,7 @@ async def store_accepted(svc: Services, rows: Rows) -> None:
         lease = dispatcher.reserve()
         if lease is not None:
             rows[outbox][0]["claimed_until"] = lease
+            rows[outbox][0]["claimed_by"] = dispatcher.node_id
     committed = False
     try:
         await svc.writer.write(rows)

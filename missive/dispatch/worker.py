@@ -14,9 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from missive import node as nodes
 from missive.cache import TTLCache
 from missive.channels.base import (
     Channel,
@@ -43,12 +44,12 @@ from missive.observability import context, metrics
 from missive.sms.gsm import count_parts
 from missive.store import rates
 from missive.store.accounts import is_sending
-from missive.store.claims import claim_due, release
+from missive.store.claims import claim_due, release, take_back
 from missive.store.faults import classify, describe
 from missive.store.locks import lock_names
 from missive.store.rows import as_dicts
 from missive.store.statuses import StatusChange
-from missive.store.tables import messages, outbox, timers
+from missive.store.tables import messages, outbox, timers, webhook_outbox
 from missive.store.writer import Batcher
 from missive.waiting import Outage, wait_any
 from missive.webhooks.outbox import WebhookTargets
@@ -162,15 +163,46 @@ class Dispatcher:
         self._reserved = 0
         self._late: list[str] = []
         self._window = SendWindow(settings.dispatch_max_in_flight)
+        # This process's identity in its data directory (missive/node.py), taken at start.
+        self.node: nodes.Node | None = None
+        self._resumed: asyncio.Task[None] | None = None
+
+    @property
+    def node_id(self) -> str | None:
+        return self.node.id if self.node else None
 
     def start(self) -> None:
+        self.node = nodes.take(self._settings.data_dir)
+        # The same identity for the SMPP bind slots: a restart holds its binds again at
+        # once rather than after its previous life's slot leases.
+        self.sessions.id = self.webhooks.node = self.node.id
         self._results.start()
+        self._resumed = asyncio.create_task(self._resume(), name="missive-resume")
         self._loops = [
             asyncio.create_task(self._outbox_loop(), name="missive-outbox"),
             asyncio.create_task(self._timer_loop(), name="missive-timers"),
-            asyncio.create_task(self.webhooks.run(self._stopping), name="missive-webhooks"),
+            asyncio.create_task(self._webhook_loop(), name="missive-webhooks"),
             asyncio.create_task(self.sessions.run(self._stopping), name="missive-sessions"),
         ]
+
+    async def _resume(self) -> None:
+        """Hand back the leases this node's previous life died holding, before anything
+        is claimed or leased in this one: they are claimed again at once, not when their
+        lease runs out. Should that fail, they run out as they would have."""
+        assert self.node is not None
+        try:
+            taken = await take_back(self._engine, self.node.id, (outbox, true()), (timers, true()),
+                                    (webhook_outbox, webhook_outbox.c.state == "pending"))
+        except Exception as exc:  # noqa: BLE001 - the leases run out instead
+            log.warning("taking back the leases of node %s failed: %s", self.node.id, describe(exc))
+            return
+        if taken:
+            log.info("node %s: took back %d leases of its previous life", self.node.id, taken)
+
+    async def _webhook_loop(self) -> None:
+        assert self._resumed is not None
+        await self._resumed
+        await self.webhooks.run(self._stopping)
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends and webhooks finish (within the shutdown timeout)."""
@@ -183,6 +215,8 @@ class Dispatcher:
         await self._release_late()
         for channel in self._channels.values():
             await channel.close()
+        if self.node is not None:
+            self.node.close()
 
     def notify(self) -> None:
         self.wake.set()
@@ -192,7 +226,7 @@ class Dispatcher:
     def reserve(self) -> float | None:
         """Room to send a message this process is accepting as soon as it is committed:
         the lease its outbox row is written with, or None (the row is left for claims)."""
-        if not self._loops or self._stopping.is_set():
+        if self._resumed is None or not self._resumed.done() or self._stopping.is_set():
             return None
         if len(self._tasks) + self._reserved >= self._room_limit():
             return None
@@ -225,7 +259,7 @@ class Dispatcher:
         """Webhook targets for one transaction of this dispatcher: the webhooks it writes
         go straight to this process's sender once committed (no claim), while the
         sender has room for them."""
-        return self._targets.leasing(self._clock() + self._settings.lease_seconds, self.webhooks.admits)
+        return self._targets.leasing(self._clock() + self._settings.lease_seconds, self.node_id, self.webhooks.admits)
 
     async def _commit(self, conn: AsyncConnection, items: list[Outcome | Pushed]) -> WebhookTargets:
         """Send results first, then what links pushed, in one transaction; the locks both
@@ -243,6 +277,8 @@ class Dispatcher:
     # -- outbox ---------------------------------------------------------------------
 
     async def _outbox_loop(self) -> None:
+        assert self._resumed is not None
+        await self._resumed
         outage = Outage(log, "claiming the outbox")
         while not self._stopping.is_set():
             try:
@@ -276,7 +312,8 @@ class Dispatcher:
         self._reserved += room
         try:
             async with self._engine.begin() as conn:
-                rows = await claim_due(conn, outbox, outbox.c.message_uuid, now, self._settings.lease_seconds, room)
+                rows = await claim_due(conn, outbox, outbox.c.message_uuid, now, self._settings.lease_seconds, room,
+                                       by=self.node_id)
                 found = await _messages(conn, [r["message_uuid"] for r in rows])
         finally:
             self._reserved -= room
@@ -428,6 +465,8 @@ class Dispatcher:
     # -- timers -----------------------------------------------------------------------
 
     async def _timer_loop(self) -> None:
+        assert self._resumed is not None
+        await self._resumed
         outage = Outage(log, "firing timers")
         while not self._stopping.is_set():
             try:
@@ -442,7 +481,7 @@ class Dispatcher:
     async def _fire_timers(self) -> int:
         now = self._clock()
         async with self._engine.begin() as conn:
-            rows = await claim_due(conn, timers, timers.c.id, now, self._settings.lease_seconds, 1000)
+            rows = await claim_due(conn, timers, timers.c.id, now, self._settings.lease_seconds, 1000, by=self.node_id)
         if not rows:
             return 0
         # What the timers do and their removal commit together: a crash cannot fire a

@@ -1,8 +1,10 @@
 """Claiming due rows with a lease: the one queue mechanism of the outbox, timers and webhooks.
 
 A row is due when `due_at <= now` and it is not leased (`claimed_until` empty or past).
-Claiming sets `claimed_until = now + lease` and returns the rows. A dispatcher that dies
-holding a lease simply lets it run out; the rows are then claimed again (at least once).
+Claiming sets `claimed_until = now + lease` and `claimed_by` (the claiming process's node,
+missive/node.py) and returns the rows. A dispatcher that dies holding a lease lets it run
+out; the rows are then claimed again (at least once) by any dispatcher, or at once by
+its own next life, which hands back what its node held before it claims (`take_back`).
 On PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED, so concurrent
 dispatchers take disjoint batches instead of waiting on each other.
 """
@@ -29,6 +31,7 @@ async def claim_due(
     lease: float,
     limit: int,
     *conditions: Any,
+    by: str | None = None,
 ) -> list[dict[str, Any]]:
     candidates = (
         select(key)
@@ -41,7 +44,7 @@ async def claim_due(
     result = await conn.execute(
         update(table)
         .where(key.in_(candidates.scalar_subquery()))
-        .values(claimed_until=now + lease)
+        .values(claimed_until=now + lease, claimed_by=by)
         .returning(*table.c)
     )
     # RETURNING gives no order: hand the oldest due rows out first.
@@ -59,3 +62,20 @@ async def release(engine: AsyncEngine, key: Column[Any], ids: list[Any], what: s
             await conn.execute(update(key.table).where(key.in_(ids)).values(claimed_until=None))
     except Exception as exc:  # noqa: BLE001 - the leases run out instead
         log.warning("handing back %d %s failed: %s", len(ids), what, describe(exc))
+
+
+async def take_back(engine: AsyncEngine, node: str, *queues: tuple[Table, Any]) -> int:
+    """End every lease `node` holds on the `queues` (a table, and a condition that narrows
+    it to rows that may be leased, for an index to find them): called by a process before
+    it claims anything, the leases of its previous life, which died holding them. The
+    rows taken back."""
+    taken = 0
+    async with engine.begin() as conn:
+        for table, pending in queues:
+            result = await conn.execute(
+                update(table)
+                .where(pending, table.c.claimed_by == node, table.c.claimed_until.is_not(None))
+                .values(claimed_until=None)
+            )
+            taken += result.rowcount
+    return taken

@@ -36,7 +36,8 @@ def new_message_rows(
         "created_at": now,
         "updated_at": now,
     }
-    entry = {"message_uuid": message_uuid, "due_at": now, "attempts": 0, "claimed_until": None, "last_error": None}
+    entry = {"message_uuid": message_uuid, "due_at": now, "attempts": 0, "claimed_until": None, "claimed_by": None,
+             "last_error": None}
     return message_uuid, {messages: [message], outbox: [entry]}
 
 

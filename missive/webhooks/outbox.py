@@ -35,24 +35,24 @@ class WebhookTargets:
     def __init__(self, clock: Callable[[], float] = time.time, cache: TTLCache | None = None) -> None:
         self._clock = clock
         self._cache = cache or TTLCache(clock)
-        self._lease: tuple[float, Callable[[str, int], bool]] | None = None
+        self._lease: tuple[float, str | None, Callable[[str, int], bool]] | None = None
         self.leased: list[dict[str, Any]] = []
         self.unleased = 0
         self._per_target: Counter[str] = Counter()
 
-    def leasing(self, until: float, admits: Callable[[str, int], bool]) -> WebhookTargets:
-        """A view sharing this cache whose rows are leased until `until` when
+    def leasing(self, until: float, by: str | None, admits: Callable[[str, int], bool]) -> WebhookTargets:
+        """A view sharing this cache whose rows are leased to node `by` until `until` when
         `admits(target, rows of that target already leased in this view)`."""
         view = WebhookTargets(self._clock, self._cache)
-        view._lease = (until, admits)
+        view._lease = (until, by, admits)
         return view
 
     def _stamp(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             if self._lease is not None:
-                until, admits = self._lease
+                until, by, admits = self._lease
                 if admits(row["target"], self._per_target[row["target"]]):
-                    row["claimed_until"] = until
+                    row["claimed_until"], row["claimed_by"] = until, by
                     self.leased.append(row)
                     self._per_target[row["target"]] += 1
                     continue
@@ -99,6 +99,7 @@ def _row(kind: str, account_id: str, application_id: str | None, message_uuid: s
         "due_at": now,
         "attempts": 0,
         "claimed_until": None,
+        "claimed_by": None,
         "last_error": None,
         "last_status_code": None,
         "created_at": now,

@@ -83,6 +83,8 @@ class WebhookSender:
         self._blocked: set[str] = set()
         self._late: list[str] = []
         self.wake = asyncio.Event()
+        # The node its claims name (missive/node.py), set by the dispatcher at its start.
+        self.node: str | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._client = WebhookClient(self._guard, self._settings.webhook_timeout, self._settings.webhook_max_in_flight)
@@ -140,7 +142,8 @@ class WebhookSender:
             conditions.append(webhook_outbox.c.target.not_in(full))
         async with self._engine.begin() as conn:
             rows = await claim_due(
-                conn, webhook_outbox, webhook_outbox.c.id, self._clock(), self._settings.lease_seconds, room, *conditions
+                conn, webhook_outbox, webhook_outbox.c.id, self._clock(), self._settings.lease_seconds, room, *conditions,
+                by=self.node,
             )
         overflow = []
         for row in rows:
