@@ -365,6 +365,8 @@ def test_graph_errors_become_statuses_and_retries(live: Live) -> None:
     expired, window, busy = send(live, v1("psid-expired")), send(live, v1("psid-window")), send(live, v1("psid-busy"))
     [hook] = live.wait_hooks("/status", 1, message_uuid=expired)
     assert (hook.json["status"], hook.json["error"]["code"]) == ("rejected", 1370)
+    # The link that refused it is named, as for a message it carried.
+    assert hook.json["channel_link"] == {"id": live.link["id"], "kind": "messenger"}
     [hook] = live.wait_hooks("/status", 1, message_uuid=window)
     assert (hook.json["status"], hook.json["error"]["code"]) == ("rejected", 1340)
     [hook] = live.wait_hooks("/status", 1, message_uuid=busy)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from missive import node as nodes
-from missive.cache import TTLCache
+from missive.cache import GENERATION, TTLCache
 from missive.channels.base import (
     Channel,
     ChannelLink,
@@ -32,6 +32,7 @@ from missive.channels.base import (
 )
 from missive.channels.registry import build_channels
 from missive.config import Settings
+from missive.config_watch import ConfigWatch
 from missive.dispatch import viber_rules
 from missive.dispatch.link_events import apply_link_events, event_lock_names
 from missive.dispatch.outcomes import Outcome, lock_names_of, write_outcomes
@@ -141,6 +142,8 @@ class Dispatcher:
         for channel in self._channels.values():
             if hasattr(channel, "sink"):
                 channel.sink = self._link_events
+        # Follows the configuration version for this process's caches (config_watch.py).
+        self.config = ConfigWatch(engine)
         self._router = LinkRouter(engine, settings, clock)
         # Whether each account's messages may be sent (not disabled), by account id.
         self._sending = TTLCache(clock)
@@ -176,6 +179,9 @@ class Dispatcher:
         # The same identity for the SMPP bind slots: a restart holds its binds again at
         # once rather than after its previous life's slot leases.
         self.sessions.id = self.webhooks.node = self.node.id
+        self.config.start()
+        # A link added or removed is bound or unbound now, not at the next round.
+        GENERATION.on_change(self.sessions.wake.set)
         self._results.start()
         self._resumed = asyncio.create_task(self._resume(), name="missive-resume")
         self._loops = [
@@ -215,6 +221,8 @@ class Dispatcher:
         await self._release_late()
         for channel in self._channels.values():
             await channel.close()
+        GENERATION.forget(self.sessions.wake.set)
+        await self.config.stop()
         if self.node is not None:
             self.node.close()
 
@@ -380,6 +388,9 @@ class Dispatcher:
         try:
             if not await self._account_sends(message["account_id"]):
                 raise Rejected(ACCOUNT_BARRED, "Partner account barred: the account is disabled, its messages are not sent")
+            # Routing reads links as of the message's accept at least: a link added
+            # before it carries it, one removed before it does not.
+            await self.config.fresh_since(message["created_at"])
             link = await self._router.route(message)
             channel = self._channels.get(link.kind)
             if channel is None:
@@ -394,7 +405,7 @@ class Dispatcher:
             await self._window.enter(uuid)
             result = await metrics.timed_send(message["channel"], channel.send(outbound, link))
         except SendError as error:
-            return self._failed(uuid, attempt, error, link.id if link else None)
+            return self._failed(uuid, attempt, error, link)
         except Exception as exc:
             if classify(exc) is None:
                 log.exception("message %s: channel raised", uuid)
@@ -442,20 +453,22 @@ class Dispatcher:
         async with self._engine.begin() as conn:
             return await rates.take(conn, key, rate, units, self._clock())
 
-    def _failed(self, uuid: str, attempt: int, error: SendError, link_id: str | None) -> Outcome:
+    def _failed(self, uuid: str, attempt: int, error: SendError, link: ChannelLink | None) -> Outcome:
         now = self._clock()
         if isinstance(error, Elsewhere):
             # Not a try: back in the queue at once (after a beat, so that the dispatchers
             # holding the link's sessions claim it first) and look for a slot here.
             self.sessions.wake.set()
             return Outcome(uuid, now, retry_at=now + ELSEWHERE_DELAY, attempts=attempt - 1, error=str(error))
-        if isinstance(error, Throttled) and link_id:
-            self._limiter.slow_down(link_id, error.retry_after or self._settings.dispatch_backoff_base)
+        if isinstance(error, Throttled) and link:
+            self._limiter.slow_down(link.id, error.retry_after or self._settings.dispatch_backoff_base)
         delay = self._policy.delay(attempt, error)
         if delay is not None:
             return Outcome(uuid, now, retry_at=now + delay, attempts=attempt, error=str(error))
         status = "undeliverable" if error.retryable or isinstance(error, Undeliverable) else "rejected"
-        return Outcome(uuid, now, StatusChange(uuid, status, now, error_code=error.code, error_reason=error.reason))
+        # The link that refused it, if one was chosen: webhooks and GET name it.
+        return Outcome(uuid, now, StatusChange(uuid, status, now, error_code=error.code, error_reason=error.reason),
+                       link=(link.id, link.kind) if link else None)
 
     # -- channels with their own connections (SMPP) ----------------------------------
 
