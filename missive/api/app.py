@@ -36,6 +36,7 @@ from missive.api.errors import (
 from missive.api.services import Services
 from missive.auth import Authenticator
 from missive.config import Settings
+from missive.config_watch import ConfigWatch
 from missive.dispatch.worker import Dispatcher
 from missive.observability import metrics
 from missive.observability.context import start_request
@@ -104,6 +105,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         )
         writer.start()
         dispatcher = Dispatcher(engine, settings, clock) if settings.dispatch_in_serve else None
+        # An API-only process follows the configuration version itself; with a dispatcher,
+        # the dispatcher's watcher serves both.
+        watch = ConfigWatch(engine) if dispatcher is None else None
         # Also an attribute of the app, read by `services(request)` on every request; the
         # probes read `app.state.services`, as in the dispatcher's ops app.
         app.state.services = app.services = Services(  # type: ignore[attr-defined]
@@ -111,12 +115,16 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         )
         if dispatcher is not None:
             dispatcher.start()
+        if watch is not None:
+            watch.start()
         metrics.process_started()
         try:
             yield
         finally:
             if dispatcher is not None:
                 await dispatcher.stop()
+            if watch is not None:
+                await watch.stop()
             await writer.stop()
             await engine.dispose()
             metrics.process_stopped()
