@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Debian's PostgreSQL server, for the suite's second pass (root installs it; others use sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-sqlite test-postgres postgres install install-test bench bench-scaling clean
+.PHONY: run test test-sqlite test-postgres postgres chromium install install-test bench bench-scaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ run: install
 # The whole suite twice: on SQLite, and on a throwaway PostgreSQL cluster (tests/postgres.py).
 # The two passes run side by side: most of a test's time is spent waiting on servers,
 # sockets and timers rather than on the CPU, so together they take little longer than one.
-test: install-test postgres
+test: install-test postgres chromium
 	@$(BIN)/python -m pytest -q -p no:cacheprovider > .test-sqlite.log 2>&1 & sqlite=$$!; \
 	$(BIN)/python -m tests.postgres run -- $(BIN)/python -m pytest -q -p no:cacheprovider; postgres=$$?; \
 	wait $$sqlite; sqlite=$$?; \
@@ -40,10 +40,10 @@ test: install-test postgres
 	echo "SQLite pass: exit $$sqlite; PostgreSQL pass: exit $$postgres"; \
 	[ $$sqlite -eq 0 ] && [ $$postgres -eq 0 ]
 
-test-sqlite: install-test
+test-sqlite: install-test chromium
 	$(BIN)/python -m pytest -q
 
-test-postgres: install-test postgres
+test-postgres: install-test postgres chromium
 	$(BIN)/python -m tests.postgres run -- $(BIN)/python -m pytest -q
 
 postgres:
@@ -51,6 +51,14 @@ postgres:
 	  echo "installing Debian's postgresql package"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+# Debian's chromium, which the console's browser tests drive through Playwright (no
+# `playwright install`: nothing is downloaded outside the package manager).
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing Debian's chromium package"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 bench: install-test
 	$(BIN)/python bench/accept.py

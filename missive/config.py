@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     graph_api_version: str = "v19.0"
     viber_api_url: str = "https://chatapi.viber.com"
     provider_timeout: float = 10.0
+    # Inbound media fetched from providers whose URLs need a token (WhatsApp): the largest
+    # kept, how long fetching one may hold the provider's callback, how long it is served
+    # (GET /v1/media/{id}) before the dispatcher deletes it, and how often it looks.
+    media_max_bytes: int = 16 * 1024 * 1024
+    media_fetch_timeout: float = 10.0
+    media_retention_days: float = 7.0
+    media_prune_interval: float = 60.0
     # How often the dispatcher opens sessions of new SMPP links and closes removed ones.
     sessions_interval: float = 5.0
 

@@ -1,7 +1,8 @@
 """Fuzzing the provider callbacks past their signatures.
 
 Every body is signed as the provider signs it (Messenger: `X-Hub-Signature-256` with
-the link's app secret; Viber: `X-Viber-Content-Signature` with its auth token) and
+the link's app secret; Viber: `X-Viber-Content-Signature` with its auth token; WhatsApp:
+`X-Hub-Signature-256` with the WhatsApp link's app secret) and
 POSTed to a real server with one link of each. Bodies are arbitrary JSON, real
 callbacks (the shapes of test_messenger.py and test_viber.py) with a few of their
 fields replaced, removed or added, bytes that are not JSON, and values nested 300
@@ -14,12 +15,14 @@ so Facebook and Viber keep the webhook; a body that is not the provider's shape 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +30,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness import Server, missive_json, provisioned_server
+from missive.store import accounts as account_store
+from missive.store.db import make_engine
+from missive.store.links import create_link
+from tests.harness import Server, missive_json, provisioned_server, settings_for
 
 PAGE, PAGE_TOKEN, APP_SECRET, VERIFY = "1122334455", "EAAGpagetoken-fuzz", "app-secret-fuzz", "verify-fuzz"
 SERVICE, AUTH_TOKEN, USER = "fuzz-bot", "445da6az1s345z78-fuzz-e0vc5fva17480im9", "01234567890A="
@@ -89,12 +95,46 @@ VIBER = [
     {"event": "webhook", "timestamp": 1, "message_token": TOKEN},
 ]
 
+WA_PHONE, WA_TOKEN, WA_SECRET, WA_USER = "106540352242922", "EAAGwa-fuzz", "wa-secret-fuzz", "447700900001"
+
+
+def whatsapp(**value: Any) -> dict:
+    return {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550001111", "phone_number_id": WA_PHONE},
+        **value}}]}]}
+
+
+def wa_message(kind: str, **content: Any) -> dict:
+    return whatsapp(contacts=[{"profile": {"name": "Jo"}, "wa_id": WA_USER}],
+                    messages=[{"from": WA_USER, "id": f"wamid.{kind}", "timestamp": "1750857384", "type": kind, **content}])
+
+
+WHATSAPP = [
+    wa_message("text", text={"body": "hi"}),
+    wa_message("image", image={"id": "1001", "mime_type": "image/jpeg", "sha256": "x", "caption": "c"}),
+    wa_message("document", document={"id": "1002", "mime_type": "application/pdf", "filename": "f.pdf"}),
+    wa_message("location", location={"latitude": 51.5, "longitude": -0.12, "name": "N", "address": "A"}),
+    wa_message("contacts", contacts=[{"name": {"formatted_name": "Bo"}, "phones": [{"phone": "+1 555", "wa_id": "1555"}]}]),
+    wa_message("reaction", reaction={"message_id": "wamid.ours", "emoji": "x"}),
+    wa_message("button", button={"payload": "STOP", "text": "Stop"}, context={"from": "15550001111", "id": "wamid.t"}),
+    wa_message("interactive", interactive={"type": "list_reply", "list_reply": {"id": "r", "title": "R", "description": "D"}}),
+    wa_message("unsupported", errors=[{"code": 131051, "title": "Message type unknown"}]),
+    whatsapp(statuses=[{"id": "wamid.s", "status": "delivered", "timestamp": "1", "recipient_id": WA_USER,
+                        "conversation": {"id": "c", "origin": {"type": "service"}},
+                        "pricing": {"billable": True, "pricing_model": "CBP", "category": "service"}}]),
+    whatsapp(statuses=[{"id": "wamid.s", "status": "failed", "timestamp": "1", "recipient_id": WA_USER,
+                        "errors": [{"code": 131026, "title": "Message undeliverable"}]}]),
+]
+
 # Field names the parsers read, for the mutation that adds one where it was missing.
 FIELDS = sorted({
     "object", "entry", "id", "messaging", "sender", "message", "mid", "text", "is_echo", "attachments", "type",
     "payload", "url", "coordinates", "lat", "long", "title", "delivery", "mids", "watermark", "read",
     "event", "message_token", "user_id", "user", "desc", "media", "location", "lon", "address", "contact",
-    "phone_number",
+    "phone_number", "changes", "value", "metadata", "phone_number_id", "display_phone_number", "contacts", "messages",
+    "statuses", "wa_id", "profile", "name", "from", "body", "caption", "mime_type", "latitude", "longitude", "reaction",
+    "emoji", "message_id", "button", "interactive", "button_reply", "list_reply", "context", "status", "errors", "code",
+    "conversation", "origin", "pricing", "category", "field",
 })
 
 
@@ -202,6 +242,28 @@ def post_viber(client: httpx.Client, body: Any) -> httpx.Response:
                        headers={"content-type": "application/json", "x-viber-content-signature": signature})
 
 
+def post_whatsapp(client: httpx.Client, body: Any) -> httpx.Response:
+    raw = encoded(body)
+    signature = "sha256=" + hmac.new(WA_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    return client.post("/inbound/whatsapp", content=raw,
+                       headers={"content-type": "application/json", "x-hub-signature-256": signature})
+
+
+def _whatsapp_link(data_dir: Path, api_key: str, app_id: str) -> None:
+    async def work() -> None:
+        engine = make_engine(settings_for(data_dir))
+        try:
+            account = await account_store.get_by_api_key(engine, api_key)
+            assert account is not None
+            await create_link(engine, account["id"], "whatsapp", "whatsapp", "wa", {
+                "phone_number_id": WA_PHONE, "waba_id": "102290129340398", "access_token": WA_TOKEN,
+                "app_secret": WA_SECRET, "verify_token": "wa-verify"}, app_id)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(work())
+
+
 @dataclass
 class Hub:
     server: Server
@@ -210,13 +272,16 @@ class Hub:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    """A server with a Messenger link and a Viber link."""
+    """A server with a Messenger link, a Viber link and a WhatsApp link (whose media
+    fetches find nothing listening: the fuzz never reaches Meta)."""
     data_dir = tmp_path_factory.mktemp("fuzz-callbacks")
-    server = provisioned_server(data_dir, env={"MISSIVE_DISPATCH_IN_SERVE": "false"})
+    server = provisioned_server(data_dir, env={"MISSIVE_DISPATCH_IN_SERVE": "false", "MISSIVE_GRAPH_API_URL": "http://127.0.0.1:9",
+                                               "MISSIVE_MEDIA_FETCH_TIMEOUT": "0.5"})
     try:
         missive_json(data_dir, "channel", "add", "messenger", "--page-id", PAGE, "--page-token", PAGE_TOKEN,
                      "--app-secret", APP_SECRET, "--verify-token", VERIFY, "--app", server.app_id)
         missive_json(data_dir, "channel", "add", "viber", "--service-id", SERVICE, "--auth-token", AUTH_TOKEN)
+        _whatsapp_link(data_dir, server.api_key, server.app_id)
         with server.client() as client:
             yield Hub(server, client)
     finally:
@@ -244,9 +309,18 @@ def test_viber_callbacks_never_fail(hub: Hub, body: Any) -> None:
     assert_handled(post_viber(hub.client, body))
 
 
-@pytest.mark.parametrize("channel", ["messenger", "viber"])
+@FUZZ
+@given(body=mutations(WHATSAPP) | anything)
+def test_whatsapp_callbacks_never_fail(hub: Hub, body: Any) -> None:
+    assert_handled(post_whatsapp(hub.client, body))
+
+
+POSTS = {"messenger": (post_messenger, MESSENGER), "viber": (post_viber, VIBER), "whatsapp": (post_whatsapp, WHATSAPP)}
+
+
+@pytest.mark.parametrize("channel", ["messenger", "viber", "whatsapp"])
 def test_bodies_nested_300_deep(hub: Hub, channel: str) -> None:
-    post, seeds = (post_messenger, MESSENGER) if channel == "messenger" else (post_viber, VIBER)
+    post, seeds = POSTS[channel]
     for body in deep_bodies(seeds):
         assert_handled(post(hub.client, body))
 
@@ -271,13 +345,22 @@ PINNED: dict[str, tuple[str, Any, int]] = {
     "viber-token-a-list": ("viber", {"event": "delivered", "message_token": [TOKEN], "user_id": USER}, 400),
     "viber-latitude-a-string": ("viber", viber_message({"type": "location", "location": {"lat": "north", "lon": 6.1}}), 400),
     "viber-sender-id-too-long": ("viber", {**viber_message({"type": "text", "text": "hi"}), "sender": {"id": "x" * 200}}, 400),
+    "whatsapp-account-update-acknowledged": ("whatsapp", {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "account_update", "value": {"metadata": {"phone_number_id": WA_PHONE}, "event": "VERIFIED_ACCOUNT"}}]}]}, 200),
+    "whatsapp-deleted-status-acknowledged": ("whatsapp", whatsapp(statuses=[{"id": "wamid.d", "status": "deleted"}]), 200),
+    "whatsapp-a-list": ("whatsapp", [], 400),
+    "whatsapp-changes-an-object": ("whatsapp", {"object": "whatsapp_business_account", "entry": [{"changes": {}}]}, 400),
+    "whatsapp-text-a-number": ("whatsapp", wa_message("text", text={"body": 5}), 400),
+    "whatsapp-wamid-too-long": ("whatsapp", whatsapp(messages=[{"from": WA_USER, "id": "w" * 200, "type": "text",
+                                                                 "text": {"body": "x"}}]), 400),
+    "whatsapp-latitude-a-string": ("whatsapp", wa_message("location", location={"latitude": "north", "longitude": 0}), 400),
 }
 
 
 @pytest.mark.parametrize("name", list(PINNED))
 def test_what_a_signed_body_gets(hub: Hub, name: str) -> None:
     channel, body, status = PINNED[name]
-    response = (post_messenger if channel == "messenger" else post_viber)(hub.client, body)
+    response = POSTS[channel][0](hub.client, body)
     assert response.status_code == status, response.text
 
 

@@ -21,6 +21,8 @@ from missive.api import (
     health,
     inbound_messenger,
     inbound_viber,
+    inbound_whatsapp,
+    media,
     messages,
     numbers,
     sandbox,
@@ -130,7 +132,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             metrics.process_stopped()
 
     app = Missive(
-        routes=[*messages.routes, *accounts.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *workflows.routes, *docs.routes, *health.routes],
+        routes=[*messages.routes, *accounts.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *inbound_whatsapp.routes, *media.routes, *workflows.routes, *docs.routes, *health.routes],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from missive.api import inbound_whatsapp
 from missive.api.body import parse_json, read_body, read_json
 from missive.api.errors import (
     ERRORS,
@@ -165,19 +166,31 @@ async def mark_read(request: Request) -> Response:
     principal = await svc.auth.authenticate(request)
     message_uuid = request.path_params["message_uuid"]
     data = await read_json(request, svc.settings.max_body_bytes)
-    if not isinstance(data, dict) or data.get("status") != "read" or set(data) != {"status"}:
+    if not isinstance(data, dict) or data.get("status") != "read" or not set(data) <= {"status", "replying_indicator"}:
         raise invalid_params([InvalidParameter("status", "must be \"read\"")])
+    typing = _replying_indicator(data.get("replying_indicator", False))
     row = await _inbound_row(svc.engine, principal.account_id, principal.application_id, message_uuid)
     if row is None:
         raise not_found("Message", message_uuid)
-    if row["channel"] != "messenger":
+    if row["channel"] == "whatsapp":
+        await inbound_whatsapp.mark_read(svc, principal.account_id, row, typing)
+    elif row["channel"] != "messenger":
         raise invalid_params([InvalidParameter("status", f"the {row['channel']} channel cannot mark messages read")])
     link_row = next(iter((await page_links(svc.engine, principal.account_id)).get(row["to_addr"], [])), None)
-    if link_row is not None:
+    if row["channel"] == "messenger" and link_row is not None:
         await _mark_seen(svc.settings, row["from_addr"], link_row)
     async with svc.engine.begin() as conn:
         await conn.execute(update(inbound_messages).where(inbound_messages.c.uuid == message_uuid).values(status="read"))
     return json_response({"message_uuid": message_uuid, "status": "read"})
+
+
+def _replying_indicator(value: Any) -> bool:
+    """`replying_indicator`: the SDKs' `{"show": true, "type": "text"}`, or a bare boolean."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("show"), bool) and value.get("type", "text") == "text" and set(value) <= {"show", "type"}:
+        return bool(value["show"])
+    raise invalid_params([InvalidParameter("replying_indicator", "must be {\"show\": true|false, \"type\": \"text\"} or a boolean")])
 
 
 async def _mark_seen(settings: Any, user: str, link_row: dict[str, Any]) -> None:

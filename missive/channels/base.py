@@ -74,6 +74,8 @@ class StatusEvent:
     status: str
     error_code: int | None = None
     error_reason: str | None = None
+    # Channel fields for the v1 status webhook (WhatsApp's `whatsapp.conversation`).
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

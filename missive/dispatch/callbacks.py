@@ -81,7 +81,10 @@ async def ingest(
                     counts["unknown"] += 1
                     continue
                 changes.append(
-                    StatusChange(message_uuid, event.status, now, event.provider_ref, event.error_code, event.error_reason)
+                    StatusChange(
+                        message_uuid, event.status, now, event.provider_ref, event.error_code, event.error_reason,
+                        event.details,
+                    )
                 )
             else:
                 await store_inbound(conn, targets, owner, event, now)

@@ -48,6 +48,7 @@ from missive.store.accounts import is_sending
 from missive.store.claims import claim_due, release, take_back
 from missive.store.faults import classify, describe
 from missive.store.locks import lock_names
+from missive.store.media import prune_loop as prune_media
 from missive.store.rows import as_dicts
 from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, timers, webhook_outbox
@@ -185,6 +186,8 @@ class Dispatcher:
         self._results.start()
         self._resumed = asyncio.create_task(self._resume(), name="missive-resume")
         self._loops = [
+            asyncio.create_task(prune_media(self._engine, self._settings.media_prune_interval, self._stopping, self._clock),
+                                name="missive-media"),
             asyncio.create_task(self._outbox_loop(), name="missive-outbox"),
             asyncio.create_task(self._timer_loop(), name="missive-timers"),
             asyncio.create_task(self._webhook_loop(), name="missive-webhooks"),

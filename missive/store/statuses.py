@@ -34,6 +34,8 @@ class StatusChange:
     provider_ref: str | None = None
     error_code: int | None = None
     error_reason: str | None = None
+    # Channel fields the v1 status webhook carries (StatusEvent.details).
+    details: dict[str, Any] | None = None
 
 
 def moves_forward(current: str, new: str) -> bool:

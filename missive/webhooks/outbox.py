@@ -120,6 +120,8 @@ async def enqueue_status_webhooks(
                 continue
             url, method = found
         body = status_payload(message, change.status, change.at, change.error_code, change.error_reason)
+        if change.details and message["webhook_version"] != "v0.1":
+            body.update(change.details)
         rows.append(_row("status", message["account_id"], message["application_id"], message["uuid"], url, method, body, now))
     if rows:
         targets._stamp(rows)
