@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     # and should not be reachable from outside.
     metrics_token: str = ""
 
+    # How long a console sign-in lasts (docs/console.md).
+    console_session_hours: float = 12.0
+
     @field_validator("allowed_url_networks")
     @classmethod
     def _networks(cls, value: str) -> str:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from missive import console
 from missive.api import (
     accounts,
     applications,
@@ -132,7 +133,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             metrics.process_stopped()
 
     app = Missive(
-        routes=[*messages.routes, *accounts.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *inbound_whatsapp.routes, *media.routes, *workflows.routes, *docs.routes, *health.routes],
+        routes=[*messages.routes, *accounts.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *inbound_whatsapp.routes, *media.routes, *workflows.routes, *docs.routes, *health.routes, *console.routes],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
