@@ -43,6 +43,28 @@ def add_messenger(
              app_id, tps, default, api_key, as_json)
 
 
+@channel_add_cli.command("whatsapp")
+def add_whatsapp(
+    phone_number_id: str = typer.Option(..., help="The Cloud API phone-number id of the business number."),
+    waba_id: str = typer.Option(..., help="The WhatsApp Business Account id."),
+    access_token: str = typer.Option(..., help="The Cloud API access token (stored, never shown)."),
+    app_secret: str = typer.Option(..., help="The Meta app secret: checks webhook signatures (stored, never shown)."),
+    verify_token: str = typer.Option(..., help="The token of the webhook subscription handshake (stored, never shown)."),
+    phone_number: str = typer.Option(None, help="The business number, E.164 digits: messages `from` it use this link."),
+    name: str = typer.Option(None, help="A name for the link."),
+    app_id: str = typer.Option(None, "--app", help="Only for this application."),
+    tps: float = typer.Option(None, help="Messages per second at most."),
+    default: bool = typer.Option(False, "--default", help="The account's default link for WhatsApp."),
+    api_key: str = typer.Option(None, help="The account (needed when there are several)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A WhatsApp Business number on Meta's Cloud API, sending from its phone-number id."""
+    add_link("whatsapp", "whatsapp", name,
+             {"phone_number_id": phone_number_id, "waba_id": waba_id, "access_token": access_token,
+              "app_secret": app_secret, "verify_token": verify_token, "phone_number": phone_number},
+             app_id, tps, default, api_key, as_json)
+
+
 @channel_add_cli.command("viber")
 def add_viber(
     service_id: str = typer.Option(..., help="The Viber service (bot) id: the `from` of its messages."),

@@ -382,12 +382,7 @@ CASES: list[Case] = [
     bad("channel-unknown", sms(channel="telegram"), "channel"),
     bad("channel-empty-string", sms(channel=""), "channel"),
     bad("channel-mms-unsupported", sms(channel="mms"), "channel", type=T_UNSUPPORTED_CHANNEL),
-    bad(
-        "channel-whatsapp-unsupported",
-        sms(channel="whatsapp"),
-        "channel",
-        type=T_UNSUPPORTED_CHANNEL,
-    ),
+    bad("channel-whatsapp-from-a-name", sms(channel="whatsapp"), "from"),
     bad(
         "type-audio-on-viber",
         viber(message_type="audio", text=_DROP, audio={"url": "https://example.com/a.mp3"}),

@@ -14,15 +14,17 @@ from missive.channels.messenger import MessengerChannel
 from missive.channels.sandbox import SandboxChannel
 from missive.channels.sms import SmsChannel
 from missive.channels.viber import ViberChannel
+from missive.channels.whatsapp import WhatsappChannel
 from missive.config import Settings
 
 # The API's channel names (what a message's `channel` says).
-CHANNEL_NAMES = ("sms", "messenger", "viber_service")
+CHANNEL_NAMES = ("sms", "messenger", "viber_service", "whatsapp")
 
 KINDS: dict[str, type] = {
     SandboxChannel.kind: SandboxChannel,
     ViberChannel.kind: ViberChannel,
     MessengerChannel.kind: MessengerChannel,
+    WhatsappChannel.kind: WhatsappChannel,
     SmsChannel.kind: SmsChannel,
 }
 

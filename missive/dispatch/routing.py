@@ -1,7 +1,8 @@
 """Which link carries a message, among its account's links only.
 
-Messenger and Viber: the link of the page or service the message is `from` (the link's
-`page_id` / `service_id`), whoever sent it, Basic or JWT. SMS: a link whose routing rules
+Messenger, Viber and WhatsApp: the link of the page, service or number the message is
+`from` (the link's `page_id` / `service_id` / `phone_number_id` or `phone_number`),
+whoever sent it, Basic or JWT. SMS: a link whose routing rules
 fit, else the application's link, else the account's default, else its first (a Basic-auth
 message belongs to the account: its application-bound links come after the account-wide
 ones). Links of kind `sandbox` are chosen like SMS links.
@@ -30,8 +31,10 @@ NO_LINK = 1490
 
 # The config key naming the sender a link sends as, for the kinds whose `from` says
 # which link to use.
-IDENTITY = {"messenger": "page_id", "viber": "service_id"}
-SENDER_NAMES = {"messenger": "Facebook page", "viber_service": "Viber service"}
+IDENTITY = {"messenger": "page_id", "viber": "service_id", "whatsapp": "phone_number_id"}
+# A WhatsApp message may also be `from` the business number itself.
+ALSO_NAMED = {"whatsapp": "phone_number"}
+SENDER_NAMES = {"messenger": "Facebook page", "viber_service": "Viber service", "whatsapp": "WhatsApp number"}
 
 
 def sandbox_link(settings: Settings, channel: str) -> ChannelLink:
@@ -96,7 +99,7 @@ def sending_as(
     """The link of the page or service `sender`, its application's own first when several
     of the account's links name it."""
     named = [r for r in rows if r["channel"] == channel and r["kind"] in IDENTITY
-             and r["config"].get(IDENTITY[r["kind"]]) == sender]
+             and sender in (r["config"].get(IDENTITY[r["kind"]]), r["config"].get(ALSO_NAMED.get(r["kind"], "")))]
     return choose(named, channel, application_id) or (named[0] if named else None)
 
 

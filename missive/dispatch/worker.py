@@ -33,7 +33,7 @@ from missive.channels.base import (
 from missive.channels.registry import build_channels
 from missive.config import Settings
 from missive.config_watch import ConfigWatch
-from missive.dispatch import viber_rules
+from missive.dispatch import viber_rules, whatsapp_rules
 from missive.dispatch.link_events import apply_link_events, event_lock_names
 from missive.dispatch.outcomes import Outcome, lock_names_of, write_outcomes
 from missive.dispatch.ratelimit import RateLimiter
@@ -431,6 +431,8 @@ class Dispatcher:
         """The provider's address for `to`, after the rules that need what Missive knows
         of the provider's users (Viber: learned numbers, subscriptions, first message a
         transaction). Raises the send error of a refusal."""
+        if link.kind == "whatsapp":  # the 24-hour window, the wamid a reply names
+            return await whatsapp_rules.prepare(self._engine, message, link, self._clock())
         if link.kind != "viber":
             return str(message["to_addr"])
         async with self._engine.connect() as conn:

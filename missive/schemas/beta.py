@@ -97,7 +97,8 @@ def translate(data: dict) -> dict[str, Any]:
     for key in PAYLOAD_FIELDS:
         if key in content:
             v1[key] = content[key]
-    for beta_key, v1_key in (("messenger", "messenger"), ("viber_service_msg", "viber_service"), ("sms", "sms")):
+    for beta_key, v1_key in (("messenger", "messenger"), ("viber_service_msg", "viber_service"), ("sms", "sms"),
+                             ("whatsapp", "whatsapp")):
         if message.get(beta_key) is not None:
             v1[v1_key] = message[beta_key]
     if data.get("client_ref") is not None:
@@ -118,7 +119,7 @@ def beta_path(v1_name: str, data: dict) -> str:
         return f"message.content.{v1_name}"
     if head == "viber_service":
         return "message.viber_service_msg" + (f".{rest}" if rest else "")
-    if head in ("messenger", "sms"):
+    if head in ("messenger", "sms", "whatsapp"):
         return f"message.{v1_name}"
     return v1_name
 

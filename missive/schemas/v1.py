@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
     Field,
     TypeAdapter,
@@ -42,12 +43,21 @@ from missive.schemas.common import (
     messenger_rules,
     url_context,
 )
+from missive.schemas.whatsapp import (
+    WhatsappContext,
+    WhatsappFile,
+    WhatsappOptions,
+    WhatsappSender,
+    WhatsappSticker,
+    WhatsappTemplate,
+    whatsapp_checks,
+)
 from missive.url_safety import STRICT, UrlPolicy
 
-SUPPORTED_CHANNELS = ("sms", "messenger", "viber_service")
+SUPPORTED_CHANNELS = ("sms", "messenger", "viber_service", "whatsapp")
 # Channels of the contract with no channel in Missive yet: a clear 422, not "invalid".
-UNSUPPORTED_CHANNELS = ("mms", "whatsapp")
-PAYLOAD_FIELDS = ("text", "image", "audio", "video", "file", "template")
+UNSUPPORTED_CHANNELS = ("mms",)
+PAYLOAD_FIELDS = ("text", "image", "audio", "video", "file", "template", "sticker", "custom")
 _PAYLOADS = frozenset(PAYLOAD_FIELDS)
 
 Msisdn = Annotated[str, Field(max_length=32), AfterValidator(normalise_msisdn)]
@@ -160,7 +170,26 @@ ViberMessage = _message("ViberMessage", {
 })
 
 
-V1Message = Annotated[SmsMessage | MessengerMessage | ViberMessage, Field(discriminator="channel")]
+# WhatsApp: every Whatsapp* class of the official SDK (vonage_messages/models/whatsapp.py).
+WhatsappMessage = _message("WhatsappMessage", {
+    "channel": Literal["whatsapp"],
+    "message_type": Literal["text", "image", "audio", "video", "file", "template", "sticker", "custom"],
+    "to": Msisdn,
+    "from": WhatsappSender,
+    "text": NotRequired[Annotated[str, Field(min_length=1, max_length=4096)] | None],
+    "image": NotRequired[Image | None],
+    "audio": NotRequired[Audio | None],
+    "video": NotRequired[Video | None],
+    "file": NotRequired[WhatsappFile | None],
+    "sticker": NotRequired[WhatsappSticker | None],
+    "template": NotRequired[WhatsappTemplate | None],
+    "custom": NotRequired[dict[str, Any] | None],
+    "whatsapp": NotRequired[WhatsappOptions | None],
+    "context": NotRequired[WhatsappContext | None],
+})
+
+
+V1Message = Annotated[SmsMessage | MessengerMessage | ViberMessage | WhatsappMessage, Field(discriminator="channel")]
 v1_adapter: TypeAdapter[Any] = TypeAdapter(V1Message)
 
 
@@ -172,13 +201,15 @@ def _rules(data: dict[str, Any]) -> list[InvalidParameter]:
         errors.append(InvalidParameter(message_type, f"is required when message_type is {message_type}"))
     if data.get("channel") == "messenger":
         errors.extend(messenger_rules(data.get("messenger"), "messenger"))
+    if data.get("channel") == "whatsapp":
+        errors.extend(whatsapp_checks(data))
     return errors
 
 
 # The seed's defaults of May 2018: Messenger `response`, Viber `transaction`.
 _DEFAULT_CATEGORY = {"messenger": "response", "viber_service": "transaction"}
 # Fields that are payloads or option models: the only ones `_with_defaults` may change.
-_SHAPED = _PAYLOADS | {"sms", "messenger", "viber_service"}
+_SHAPED = _PAYLOADS | {"sms", "messenger", "viber_service", "whatsapp", "context"}
 
 
 def _with_defaults(message: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +224,7 @@ def _with_defaults(message: dict[str, Any]) -> dict[str, Any]:
         value = body[key]
         if key in _PAYLOADS and key != message_type:
             del body[key]
-        elif not isinstance(value, str):
+        elif isinstance(value, BaseModel):  # not text, nor `custom` (a dict)
             body[key] = value.model_dump(by_alias=True, exclude_none=True)
     channel = body["channel"]
     category = _DEFAULT_CATEGORY.get(channel)
