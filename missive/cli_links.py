@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import typer
 
 from missive.cli_support import add_link, channel_add_cli
+
+PRICE_HELP = ("What a message costs, reported in its status webhooks' `usage`: AMOUNT CURRENCY, "
+              "per SMS part (other channels: per message) or with /message per message whatever its "
+              "length: \"0.0333 EUR\", \"0.05 EUR/message\".")
 
 
 @channel_add_cli.command("sandbox")
@@ -16,11 +22,12 @@ def add_sandbox(
     default: bool = typer.Option(False, "--default", help="The account's default link for the channel."),
     delivered_after: float = typer.Option(None, help="Seconds until `delivered`."),
     read_after: float = typer.Option(None, help="Seconds until `read`."),
+    price: str = typer.Option(None, help=PRICE_HELP),
     api_key: str = typer.Option(None, help="The account (needed when there are several)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The simulated provider, with its own receipt delays or rate."""
-    add_link("sandbox", channel, name, {"delivered_after": delivered_after, "read_after": read_after},
+    add_link("sandbox", channel, name, {"delivered_after": delivered_after, "read_after": read_after, "price": _price(price)},
              app_id, tps, default, api_key, as_json)
 
 
@@ -30,6 +37,7 @@ def add_messenger(
     page_token: str = typer.Option(..., help="The page access token (stored, never shown)."),
     app_secret: str = typer.Option(..., help="The Facebook app secret: checks webhook signatures (stored, never shown)."),
     verify_token: str = typer.Option(..., help="The token of the webhook subscription handshake."),
+    price: str = typer.Option(None, help=PRICE_HELP),
     name: str = typer.Option(None, help="A name for the link."),
     app_id: str = typer.Option(None, "--app", help="Only for this application."),
     tps: float = typer.Option(None, help="Messages per second at most."),
@@ -39,7 +47,8 @@ def add_messenger(
 ) -> None:
     """A Facebook page, sending through the Graph API and receiving on /inbound/messenger."""
     add_link("messenger", "messenger", name,
-             {"page_id": page_id, "page_token": page_token, "app_secret": app_secret, "verify_token": verify_token},
+             {"page_id": page_id, "page_token": page_token, "app_secret": app_secret, "verify_token": verify_token,
+              "price": _price(price)},
              app_id, tps, default, api_key, as_json)
 
 
@@ -71,6 +80,7 @@ def add_viber(
     auth_token: str = typer.Option(..., help="The service's auth token (stored, never shown)."),
     sender_name: str = typer.Option(None, help="The sender name shown with messages."),
     sender_avatar: str = typer.Option(None, help="The sender avatar URL."),
+    price: str = typer.Option(None, help=PRICE_HELP),
     name: str = typer.Option(None, help="A name for the link."),
     app_id: str = typer.Option(None, "--app", help="Only for this application."),
     tps: float = typer.Option(None, help="Messages per second at most."),
@@ -89,7 +99,7 @@ def add_viber(
 
     row = add_link("viber", "viber_service", name,
                    {"service_id": service_id, "auth_token": auth_token, "sender_name": sender_name,
-                    "sender_avatar": sender_avatar},
+                    "sender_avatar": sender_avatar, "price": _price(price)},
                    app_id, tps, default, api_key, as_json)
     settings = Settings()
     if settings.public_url:
@@ -120,6 +130,7 @@ def add_sms(
     entity_id_tag: str = typer.Option("0x1400", help="The TLV tag of sms.entity_id (India's DLT PE_ID)."),
     content_id_tag: str = typer.Option("0x1401", help="The TLV tag of sms.content_id (India's DLT template id)."),
     dlt_tlv_format: str = typer.Option("cstring", help="Those TLVs NUL-terminated (cstring) or not (octets)."),
+    price: str = typer.Option(None, help=PRICE_HELP),
     name: str = typer.Option(None, help="A name for the link."),
     app_id: str = typer.Option(None, "--app", help="Only for this application."),
     tps: float = typer.Option(None, help="SMS parts per second at most."),
@@ -132,7 +143,8 @@ def add_sms(
               "binds": binds, "window": window, "tls": tls, "tls_verify": not tls_no_verify,
               "source_ton": source_ton, "source_npi": source_npi, "senders": sender or [], "prefixes": prefix or [],
               "receipt_ids": receipt_ids, "entity_id_tag": _tag(entity_id_tag, "--entity-id-tag"),
-              "content_id_tag": _tag(content_id_tag, "--content-id-tag"), "dlt_tlv_format": dlt_tlv_format}
+              "content_id_tag": _tag(content_id_tag, "--content-id-tag"), "dlt_tlv_format": dlt_tlv_format,
+              "price": _price(price)}
     add_link("sms", "sms", name, config, app_id, tps, default, api_key, as_json)
 
 
@@ -142,3 +154,14 @@ def _tag(value: str, option: str) -> int:
         return int(value, 0)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a number (0x1400 or 5120)", param_hint=option) from None
+
+
+def _price(value: str | None) -> dict[str, str] | None:
+    """--price "0.0333 EUR" or "0.05 EUR/message" as the links' `price` setting (checked,
+    with the rest of the link, like `POST /v1/channels`)."""
+    if value is None:
+        return None
+    found = re.fullmatch(r"\s*(\S+)\s+([A-Za-z]{3})\s*(?:/\s*(part|message))?\s*", value)
+    if found is None:
+        raise typer.BadParameter(f"{value!r} is not AMOUNT CURRENCY[/part|/message] (0.0333 EUR)", param_hint="--price")
+    return {"amount": found[1], "currency": found[2].upper(), "per": found[3] or "part"}

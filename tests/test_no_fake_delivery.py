@@ -221,8 +221,8 @@ def test_a_sender_no_link_names_is_rejected_never_delivered(world: World, body: 
     message_uuid = send(world.linked, body)
     [rejected] = world.statuses(world.linked, message_uuid, 1)
     assert rejected["status"] == "rejected"
-    assert rejected["error"]["code"] == NO_LINK == 1490
-    assert rejected["error"]["reason"].startswith("No link: ") and named in rejected["error"]["reason"]
+    assert int(rejected["error"]["title"]) == NO_LINK == 1490
+    assert rejected["error"]["detail"].startswith("No link: ") and named in rejected["error"]["detail"]
     assert "channel_link" not in rejected
     # Longer than the sandbox's `delivered` would take: nothing else comes.
     time.sleep(1.0)
@@ -232,7 +232,7 @@ def test_a_sender_no_link_names_is_rejected_never_delivered(world: World, body: 
     assert not [c for c in world.viber.sent() if c.json.get("tracking_data") == message_uuid]
     view = read_back(world.linked, message_uuid)
     assert view["status"] == "rejected" and "channel_link" not in view
-    assert view["history"][-1]["error"] == {"code": NO_LINK, "reason": rejected["error"]["reason"]}
+    assert view["history"][-1]["error"] == {"code": NO_LINK, "reason": rejected["error"]["detail"]}
 
 
 def test_a_channel_without_real_links_still_gets_the_sandbox(world: World) -> None:

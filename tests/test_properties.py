@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from jsonschema import Draft202012Validator
 
 from missive.schemas.beta import validate_beta
 from missive.schemas.v1 import validate_v1
-from missive.webhooks.payloads import inbound_payload, status_payload
+from missive.webhooks.payloads import StatusDetails, inbound_payload, status_payload, usage
 
 REFERENCE = Path(__file__).resolve().parent / "reference"
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -212,12 +213,30 @@ def statuses_for(channel: str) -> st.SearchStrategy[str]:
 def test_status_webhooks_match_the_vendor_schemas(message: dict[str, Any], data: st.DataObject, at: float) -> None:
     status = data.draw(statuses_for(message["channel"]))
     error = data.draw(st.sampled_from(ERROR_CODES)) if status in ("rejected", "undeliverable") else None
-    payload = status_payload(message, status, at, error, "why" if error else None)
+    parts = data.draw(st.integers(1, 6))
+    price = data.draw(st.none() | st.fixed_dictionaries({
+        "amount": st.decimals(0, 10, places=4).map(str), "currency": st.just("EUR"), "per": st.sampled_from(["part", "message"])}))
+    details = StatusDetails(parts if message["channel"] == "sms" else None, usage(price, parts))
+    payload = status_payload(message, status, at, error, "why" if error else None, details)
     _check(v1_status() if message["webhook_version"] == "v1" else beta_status(), payload)
     assert ISO_MS.match(payload["timestamp"]) and payload["status"] == status
     assert payload.get("client_ref") == (message["client_ref"] or None)
+    if price is not None:
+        times = parts if price["per"] == "part" else 1
+        assert Decimal(payload["usage"]["price"]) == Decimal(price["amount"]) * times
+    else:
+        assert "usage" not in payload
+    if message["webhook_version"] == "v0.1":
+        assert "sms" not in payload and "channel" not in payload
+        if error is not None:
+            assert payload["error"] == {"code": error, "reason": "why"}
+        return
+    assert payload.get("sms") == ({"count_total": str(parts)} if message["channel"] == "sms" else None)
     if error is not None:
-        assert payload["error"] == {"code": error, "reason": "why"}
+        assert payload["error"] == {
+            "type": f"https://developer.vonage.com/api-errors/messages#{error}", "title": str(error),
+            "detail": "why", "instance": payload["error"]["instance"]}
+        assert payload["error"]["instance"] == status_payload(message, status, at, error, "why")["error"]["instance"]
 
 
 @FAST

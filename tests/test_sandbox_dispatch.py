@@ -171,7 +171,11 @@ def check_v1(
         keys.add("error")
     if link is not None:
         keys.add("channel_link")
+    if channel == "sms":
+        keys.add("sms")  # its parts (issue 21.1)
     assert set(payload) == keys, payload
+    if channel == "sms":
+        assert payload["sms"]["count_total"].isdigit(), payload
     assert payload.get("channel_link") == link
     assert payload["message_uuid"] == message_uuid
     assert payload["to"] == to
@@ -182,9 +186,12 @@ def check_v1(
     if client_ref is not None:
         assert payload["client_ref"] == client_ref
     if error_code is not None:
-        assert set(payload["error"]) == {"code", "reason"}, payload
-        assert payload["error"]["code"] == error_code
-        assert isinstance(payload["error"]["reason"], str) and payload["error"]["reason"]
+        # The v1 error (issue 21.1); the beta {code, reason} is checked with the beta shapes.
+        assert set(payload["error"]) == {"type", "title", "detail", "instance"}, payload
+        assert payload["error"]["type"] == f"https://developer.vonage.com/api-errors/messages#{error_code}"
+        assert payload["error"]["title"] == str(error_code)
+        assert isinstance(payload["error"]["detail"], str) and payload["error"]["detail"]
+        assert len(payload["error"]["instance"]) == 32
 
 
 def verify_signature(hook: Hook, secret: str) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def test_a_permanent_error_rejects_with_a_mapped_code(live: Live) -> None:
     message_uuid = live.send("447700900204", "bad destination")
     hooks = live.wait_status(message_uuid, "rejected")
     assert [h["status"] for h in hooks] == ["rejected"]
-    assert hooks[0]["error"]["code"] == 1170 and "ESME_RINVDSTADR" in hooks[0]["error"]["reason"]
+    assert int(hooks[0]["error"]["title"]) == 1170 and "ESME_RINVDSTADR" in hooks[0]["error"]["detail"]
 
 
 def test_throttling_is_retried_and_delivered(live: Live) -> None:
@@ -169,7 +169,7 @@ def test_failed_receipts_are_undeliverable(live: Live, stat: str, code: int) -> 
     message_uuid = live.send(to, "receipt " + stat)
     hooks = live.wait_status(message_uuid, "undeliverable")
     assert [h["status"] for h in hooks] == ["submitted", "undeliverable"]
-    assert hooks[1]["error"]["code"] == code and stat in hooks[1]["error"]["reason"]
+    assert int(hooks[1]["error"]["title"]) == code and stat in hooks[1]["error"]["detail"]
 
 
 def set_receipt_ids(live: Live, value: str) -> None:
@@ -224,7 +224,7 @@ def test_a_multipart_message_with_one_failed_part_is_undeliverable(live: Live) -
         live.smsc.receipt(other, "DELIVRD")
     time.sleep(0.5)
     assert [h["status"] for h in live.statuses(message_uuid)] == ["submitted", "undeliverable"]
-    assert hooks[-1]["error"]["code"] == 1260
+    assert int(hooks[-1]["error"]["title"]) == 1260
 
 
 def test_an_unknown_receipt_is_kept_and_applied_when_its_message_is_sent(live: Live) -> None:
@@ -272,8 +272,8 @@ def test_a_refused_bind_rejects_with_internal_error(tmp_path_factory: pytest.Tem
             message_uuid = response.json()["message_uuid"]
             receiver.wait_for(lambda hooks: any(h.json.get("message_uuid") == message_uuid for h in hooks), 40)
             [hook] = [h.json for h in receiver.snapshot() if h.json.get("message_uuid") == message_uuid]
-            assert hook["status"] == "rejected" and hook["error"]["code"] == 1030
-            assert "ESME_RINVPASWD" in hook["error"]["reason"]
+            assert hook["status"] == "rejected" and int(hook["error"]["title"]) == 1030
+            assert "ESME_RINVPASWD" in hook["error"]["detail"]
             assert "wrong" not in server.log()
         finally:
             server.stop()

@@ -144,7 +144,7 @@ def test_a_message_whose_ttl_passed_before_it_could_be_sent_is_not_submitted(liv
     finally:
         engine.dispose()
     hook = live.wait_status(message_uuid, "undeliverable")
-    assert hook["error"]["code"] == 1360 and "TTL" in hook["error"]["reason"]
+    assert int(hook["error"]["title"]) == 1360 and "TTL" in hook["error"]["detail"]
     tries = [s["status"] for s in live.smsc.submits() if s["destination_addr"] == "447700900804"]
     assert tries == [0x08]  # the refused try only: nothing after the ttl
     assert [h["status"] for h in live.statuses(message_uuid)] == ["undeliverable"]

@@ -220,22 +220,34 @@ def test_three_steps_ending_in_error(live: tuple[Server, WebhookReceiver]) -> No
 
 
 def test_v1_failover_array(live: tuple[Server, WebhookReceiver]) -> None:
+    """v1 all the way: each step's v1 status webhooks carry the workflow, and no Dispatch
+    API report follows (issue 21.3)."""
     server, receiver = live
     response = httpx.post(f"{server.url}/v1/messages", auth=server.basic,
                           json=sms(UNDELIVERABLE, client_ref="wf", failover=[sms(OK, text="second")]))
     assert response.status_code == 202, response.text
     accepted = response.json()
-    report = wait_report(receiver, accepted["workflow_id"])
-    found = workflow(server.url, server.basic, accepted["workflow_id"])
-    assert report["status"] == "completed"
+    workflow_id = accepted["workflow_id"]
+
+    def ended(_: object) -> bool:
+        steps = workflow(server.url, server.basic, workflow_id)["steps"]
+        return bool(steps[1].get("message_uuid")) and "delivered" in [h["status"] for h in step_hooks(receiver, steps[1]["message_uuid"])]
+
+    receiver.wait_for(ended, 20)
+    found = workflow(server.url, server.basic, workflow_id)
+    assert found["status"] == "completed"
     first, second = found["steps"]
     assert first["message_uuid"] == accepted["message_uuid"]
     assert first["left"]["reason"] == "undeliverable"
     hooks = step_hooks(receiver, first["message_uuid"])
     assert [h["status"] for h in hooks] == ["submitted", "undeliverable"]
-    assert all(h["workflow"] == {"workflow_id": accepted["workflow_id"]} for h in hooks)
+    assert all(h["workflow"] == {"workflow_id": workflow_id} and h["channel"] == "sms" for h in hooks)
+    assert set(hooks[1]["error"]) == {"type", "title", "detail", "instance"}
     second_hooks = step_hooks(receiver, second["message_uuid"])
-    assert second_hooks[0]["status"] == "submitted" and second_hooks[0]["workflow"]["workflow_id"] == accepted["workflow_id"]
+    assert [h["status"] for h in second_hooks] == ["submitted", "delivered"]
+    assert all(h["workflow"] == {"workflow_id": workflow_id} and h["to"] == OK for h in second_hooks)
+    time.sleep(0.5)  # a report would have been written with the move that completed it
+    assert reports(receiver, workflow_id) == []
 
 
 def test_a_killed_server_keeps_a_pending_expiry(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ out the keys the channel kind declares secret.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
@@ -63,6 +63,35 @@ class LinkUpdate(BaseModel):
 FIXED = ("kind", "channel")
 
 
+class Price(BaseModel):
+    """A link setting of every kind: what a message it carries costs, reported in the
+    status webhooks' `usage` ({"currency", "price"}). `per` part: each SMS part (other
+    channels send one part a message); `per` message: the message whatever its length.
+    The amount is a string, as the vendor writes prices, so that no float rounds it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    amount: str = Field(pattern=r"^\d{1,9}(\.\d{1,10})?$")
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    per: Literal["part", "message"] = "part"
+
+
+def _with_price(kind: str, raw: dict[str, Any]) -> tuple[dict[str, Any], list[InvalidParameter]]:
+    """`raw` checked with the kind's config model, and its `price` with Price."""
+    config: dict[str, Any] = {}
+    errors: list[InvalidParameter] = []
+    try:
+        config = config_model(kind).model_validate({k: v for k, v in raw.items() if k != "price"}).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        errors += [InvalidParameter(f"config.{p.name}", p.reason) for p in invalid_parameters(exc)]
+    if raw.get("price") is not None:
+        try:
+            config["price"] = Price.model_validate(raw["price"]).model_dump()
+        except ValidationError as exc:
+            errors += [InvalidParameter("config.price" + ("" if p.name == "body" else f".{p.name}"), p.reason)
+                       for p in invalid_parameters(exc)]
+    return config, errors
+
+
 def link_view(row: dict[str, Any]) -> dict[str, Any]:
     hidden = set(secret_keys(row["kind"]))
     return {
@@ -90,10 +119,8 @@ def _kind_errors(data: dict[str, Any]) -> tuple[list[InvalidParameter], dict[str
     config: dict[str, Any] = {}
     raw = data.get("config", {})
     if isinstance(raw, dict):
-        try:
-            config = config_model(kind).model_validate(raw).model_dump(exclude_none=True)
-        except ValidationError as exc:
-            errors += [InvalidParameter(f"config.{p.name}", p.reason) for p in invalid_parameters(exc)]
+        config, config_errors = _with_price(kind, raw)
+        errors += config_errors
     return errors, config
 
 
@@ -130,10 +157,10 @@ def parse_update(data: object) -> LinkUpdate:
 def merged_config(kind: str, stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """The stored config with `changes` applied, checked with the kind's model."""
     merged = {k: v for k, v in {**stored, **changes}.items() if v is not None}
-    try:
-        return config_model(kind).model_validate(merged).model_dump(exclude_none=True)
-    except ValidationError as exc:
-        raise invalid_params([InvalidParameter(f"config.{p.name}", p.reason) for p in invalid_parameters(exc)]) from None
+    config, errors = _with_price(kind, merged)
+    if errors:
+        raise invalid_params(errors)
+    return config
 
 
 async def create(request: Request) -> Response:

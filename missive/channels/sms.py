@@ -106,6 +106,8 @@ class SmsConfig(BaseModel):
     entity_id_tag: int = Field(ENTITY_ID_TAG, ge=VENDOR_TAGS[0], le=VENDOR_TAGS[1])
     content_id_tag: int = Field(CONTENT_ID_TAG, ge=VENDOR_TAGS[0], le=VENDOR_TAGS[1])
     dlt_tlv_format: Literal["cstring", "octets"] = "cstring"
+    # A setting of every kind of link, checked by api/channels.py (Price): not the SMSC's.
+    price: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _distinct_tags(self) -> Self:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from missive.api.errors import InvalidParameter, ProblemError, invalid_params
+from missive.api.errors import InvalidParameter, ProblemError, invalid_params, unsupported_channel
 from missive.schemas.common import (
     Audio,
     File,
@@ -26,7 +26,7 @@ from missive.schemas.common import (
     invalid_parameters,
     url_context,
 )
-from missive.schemas.v1 import PAYLOAD_FIELDS, validate_v1
+from missive.schemas.v1 import PAYLOAD_FIELDS, UNSUPPORTED_CHANNELS, validate_v1
 from missive.url_safety import STRICT, UrlPolicy
 
 BetaChannel = Literal["sms", "mms", "whatsapp", "messenger", "viber_service_msg"]
@@ -146,6 +146,11 @@ def validate_beta(data: object, policy: UrlPolicy = STRICT) -> dict[str, Any]:
     except ValidationError as exc:
         errors = invalid_parameters(exc)
     to_type, from_type = _obj(data.get("to")).get("type"), _obj(data.get("from")).get("type")
+    if to_type in UNSUPPORTED_CHANNELS:
+        # The v1 answer, whatever else the body holds (the beta format names no `rcs`).
+        problem = unsupported_channel(to_type)
+        problem.invalid_parameters = [InvalidParameter("to.type", p.reason) for p in problem.invalid_parameters]
+        raise problem
     if isinstance(to_type, str) and isinstance(from_type, str) and to_type != from_type:
         errors.append(InvalidParameter("from.type", "must be the same channel as to.type"))
     try:

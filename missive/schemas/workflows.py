@@ -13,11 +13,12 @@ over only on `rejected` or `undeliverable`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from missive.api.errors import InvalidParameter, ProblemError, invalid_params
+from missive.api.errors import InvalidParameter, ProblemError, invalid_params, unsupported_channel
 from missive.schemas.beta import validate_beta
 from missive.schemas.common import Strict, invalid_parameters
 from missive.schemas.v1 import validate_v1
@@ -25,6 +26,7 @@ from missive.url_safety import STRICT, UrlPolicy
 
 # Vonage names no upper bound; a bound keeps one request from fanning out without limit.
 MAX_STEPS = 10
+UNSUPPORTED = unsupported_channel("").type
 
 
 class FailoverRule(Strict):
@@ -37,6 +39,15 @@ _rule_adapter: TypeAdapter[FailoverRule] = TypeAdapter(FailoverRule)
 
 def _prefixed(prefix: str, problem: ProblemError) -> list[InvalidParameter]:
     return [InvalidParameter(f"{prefix}.{p.name}" if p.name != "body" else prefix, p.reason) for p in problem.invalid_parameters]
+
+
+def _refused(errors: list[InvalidParameter], problems: list[ProblemError]) -> ProblemError:
+    """The 422 of a workflow: a step on an unsupported channel makes it that channel's
+    answer (the one a single message gets), naming every bad field all the same."""
+    unsupported = next((p for p in problems if p.type == UNSUPPORTED), None)
+    if unsupported is not None:
+        return replace(unsupported, invalid_parameters=errors)
+    return invalid_params(errors)
 
 
 def _rule(value: object, path: str, errors: list[InvalidParameter]) -> dict[str, Any] | None:
@@ -66,6 +77,7 @@ def validate_dispatch(data: object, policy: UrlPolicy = STRICT) -> list[dict[str
         errors.append(InvalidParameter("workflow", f"must be an array of 2 to {MAX_STEPS} messages"))
         raise invalid_params(errors)
     steps: list[dict[str, Any]] = []
+    problems: list[ProblemError] = []
     last = len(workflow) - 1
     for index, item in enumerate(workflow):
         path = f"workflow[{index}]"
@@ -80,26 +92,29 @@ def validate_dispatch(data: object, policy: UrlPolicy = STRICT) -> list[dict[str
         try:
             message = validate_beta({k: v for k, v in item.items() if k != "failover"}, policy)
         except ProblemError as problem:
+            problems.append(problem)
             errors.extend(_prefixed(path, problem))
             continue
         steps.append({"message": message, "failover": rule})
     if errors:
-        raise invalid_params(errors)
+        raise _refused(errors, problems)
     return steps
 
 
 def validate_v1_failover(data: dict[str, Any], policy: UrlPolicy = STRICT) -> list[dict[str, Any]]:
     """The steps of a v1 message with a `failover` array: the message, then each fallback."""
     errors: list[InvalidParameter] = []
+    problems: list[ProblemError] = []
     fallbacks = data.get("failover")
     first: dict[str, Any] | None = None
     try:
         first = validate_v1({k: v for k, v in data.items() if k != "failover"}, policy)
     except ProblemError as problem:
+        problems.append(problem)
         errors.extend(problem.invalid_parameters)
     if not isinstance(fallbacks, list) or not 1 <= len(fallbacks) <= MAX_STEPS - 1:
         errors.append(InvalidParameter("failover", f"must be an array of 1 to {MAX_STEPS - 1} messages"))
-        raise invalid_params(errors)
+        raise _refused(errors, problems)
     steps = [{"message": first, "failover": None}]
     for index, item in enumerate(fallbacks):
         path = f"failover[{index}]"
@@ -109,7 +124,8 @@ def validate_v1_failover(data: dict[str, Any], policy: UrlPolicy = STRICT) -> li
         try:
             steps.append({"message": validate_v1(item, policy), "failover": None})
         except ProblemError as problem:
+            problems.append(problem)
             errors.extend(_prefixed(path, problem))
     if errors:
-        raise invalid_params(errors)
+        raise _refused(errors, problems)
     return steps

@@ -1,7 +1,8 @@
 """Turning status changes and inbound messages into webhook outbox rows.
 
 The URL is fixed when the row is written: the message's own `webhook_url`, else its
-application's status/inbound URL, else (Basic-auth messages) the account's.
+application's status/inbound URL, else (Basic-auth messages) the account's. So are its
+shape (v1 or v0.1) and, where the carrying link has a price, its `usage`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.cache import TTLCache
 from missive.ids import time_ordered_id
+from missive.sms.gsm import count_parts
 from missive.store.bulk import insert_many
 from missive.store.statuses import StatusChange
-from missive.store.tables import accounts, applications, webhook_outbox
-from missive.webhooks.payloads import inbound_payload, status_payload, workflow_report_payload
+from missive.store.tables import accounts, applications, channel_links, messages, webhook_outbox
+from missive.webhooks.payloads import (
+    StatusDetails,
+    inbound_payload,
+    status_payload,
+    usage,
+    workflow_report_payload,
+)
 
 
 class WebhookTargets:
@@ -107,19 +115,63 @@ def _row(kind: str, account_id: str, application_id: str | None, message_uuid: s
     }
 
 
+async def _requests(conn: AsyncConnection, uuids: set[str]) -> dict[str, dict[str, Any]]:
+    """The requests of these messages (status changes are read without them)."""
+    if not uuids:
+        return {}
+    rows = await conn.execute(select(messages.c.uuid, messages.c.body).where(messages.c.uuid.in_(uuids)))
+    return {row.uuid: row.body for row in rows}
+
+
+def _parts(message: dict[str, Any], request: dict[str, Any]) -> int:
+    """An SMS's parts, as the SMS channel splits its text; one for other channels."""
+    text = request.get("text")
+    if message["channel"] != "sms" or not isinstance(text, str):
+        return 1
+    return count_parts(text, (request.get("sms") or {}).get("encoding_type"))
+
+
+async def _details(
+    conn: AsyncConnection, targets: WebhookTargets, message: dict[str, Any], request: dict[str, Any]
+) -> StatusDetails:
+    """SMS parts, and the usage priced by the link that carried the message (the built-in
+    sandbox has no price)."""
+    parts = _parts(message, request)
+    price = None
+    link_id = message.get("link_id")
+    if link_id and not link_id.startswith("sandbox:"):
+        link = await targets._load(conn, channel_links, link_id)
+        price = ((link or {}).get("config") or {}).get("price")
+    return StatusDetails(parts if message["channel"] == "sms" else None, usage(price, parts))
+
+
 async def enqueue_status_webhooks(
     conn: AsyncConnection, targets: WebhookTargets, applied: list[tuple[StatusChange, dict[str, Any]]], now: float
 ) -> int:
-    rows = []
+    """The status webhooks of these moves, in the shape of the message's own
+    `webhook_version` when its request named one, else its application's messages
+    `version` (a beta-format message names v0.1)."""
+    wanted = []
     for change, message in applied:
+        urls = await targets.urls(conn, message["account_id"], message["application_id"])
         if message["webhook_url"]:
             url, method = message["webhook_url"], "POST"
+        elif urls["status"] is not None:
+            url, method = urls["status"]
         else:
-            found = (await targets.urls(conn, message["account_id"], message["application_id"]))["status"]
-            if found is None:
-                continue
-            url, method = found
-        body = status_payload(message, change.status, change.at, change.error_code, change.error_reason)
+            continue
+        wanted.append((change, message, url, method, urls["version"]))
+    # Requests are read only where they matter: SMS parts, and whether a message of a
+    # v0.1 application named its own version.
+    requests = await _requests(conn, {
+        m["uuid"] for _, m, _, _, version in wanted if m["channel"] == "sms" or version != m["webhook_version"]})
+    rows = []
+    for change, message, url, method, app_version in wanted:
+        request = requests.get(message["uuid"], {})
+        if message["uuid"] in requests and "webhook_version" not in request:
+            message = {**message, "webhook_version": app_version}
+        details = await _details(conn, targets, message, request)
+        body = status_payload(message, change.status, change.at, change.error_code, change.error_reason, details)
         if change.details and message["webhook_version"] != "v0.1":
             body.update(change.details)
         rows.append(_row("status", message["account_id"], message["application_id"], message["uuid"], url, method, body, now))

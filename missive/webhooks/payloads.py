@@ -1,19 +1,61 @@
 """The bodies of the webhooks Missive sends, in the v1 and the beta (v0.1) shapes.
 
     v1:   {"message_uuid": "...", "to": "447700900000", "from": "Acme", "channel": "sms",
-           "timestamp": "2026-01-01T14:00:00.000Z", "status": "delivered",
+           "timestamp": "2026-01-01T14:00:00.000Z", "status": "rejected",
+           "error": {"type": "https://developer.vonage.com/api-errors/messages#1170",
+                     "title": "1170", "detail": "Invalid or missing MSISDN ...",
+                     "instance": "0b9e..."},
+           "sms": {"count_total": "2"}, "usage": {"currency": "EUR", "price": "0.0666"},
            "channel_link": {"id": "5f0c...", "kind": "sms"}}
     v0.1: {"message_uuid": "...", "to": {"type": "sms", "number": "447700900000"},
-           "from": {"type": "sms", "number": "Acme"}, "timestamp": "...", "status": "delivered"}
+           "from": {"type": "sms", "number": "Acme"}, "timestamp": "...", "status": "rejected",
+           "error": {"code": 1170, "reason": "..."}, "usage": {...}}
 """
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from missive.clock import iso
 
 BETA_CHANNEL = {"viber_service": "viber_service_msg"}
+# Where the vendor documents each Messages error code (the v1 `error.type`).
+ERROR_TYPE = "https://developer.vonage.com/api-errors/messages#{code}"
+_INSTANCES = uuid.UUID("0b9e5d3c-8a4f-4c52-9d36-6f1e2a7c4b10")
+
+
+@dataclass(frozen=True)
+class StatusDetails:
+    """What a status webhook says beyond the message row: its SMS parts (v1
+    `sms.count_total`) and its price when its link has one (`usage`). (No provider
+    Missive speaks to reports the network reached, so v1 `destination` is never sent.)"""
+
+    parts: int | None = None
+    usage: dict[str, str] | None = None
+
+
+def usage(price: dict[str, Any] | None, parts: int) -> dict[str, str] | None:
+    """The `usage` of a message carried by a link with this `price` setting
+    ({"amount": "0.0333", "currency": "EUR", "per": "part" | "message"}): the price
+    of the whole message, as a string like the vendor's."""
+    if not price:
+        return None
+    amount = Decimal(price["amount"]) * (parts if price.get("per", "part") == "part" else 1)
+    return {"currency": price["currency"], "price": format(amount, "f")}
+
+
+def error_instance(message_uuid: str, status: str, at: float) -> str:
+    """The v1 `error.instance`: an id of this failure, the same every time it is derived."""
+    return uuid.uuid5(_INSTANCES, f"{message_uuid}/{status}/{at!r}").hex
+
+
+def _v1_error(message_uuid: str, status: str, at: float, code: int, reason: str) -> dict[str, str]:
+    # The vendor's schema types `title` as a string holding the code.
+    return {"type": ERROR_TYPE.format(code=code), "title": str(code), "detail": reason,
+            "instance": error_instance(message_uuid, status, at)}
 
 
 def _beta_address(channel: str, value: str, business: bool) -> dict[str, str]:
@@ -38,9 +80,13 @@ def status_payload(
     at: float,
     error_code: int | None = None,
     error_reason: str | None = None,
+    details: StatusDetails | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
+    """A status webhook in `version` (by default the message's own `webhook_version`)."""
     channel = message["channel"]
-    beta = message["webhook_version"] == "v0.1"
+    beta = (version or message["webhook_version"]) == "v0.1"
+    details = details or StatusDetails()
     payload: dict[str, Any] = {"message_uuid": message["uuid"]}
     if beta:
         payload["to"] = _beta_address(channel, message["to_addr"], business=False)
@@ -52,9 +98,16 @@ def status_payload(
     payload["timestamp"] = iso(at)
     payload["status"] = status
     if error_code is not None:
-        payload["error"] = {"code": error_code, "reason": error_reason or ""}
+        if beta:
+            payload["error"] = {"code": error_code, "reason": error_reason or ""}
+        else:
+            payload["error"] = _v1_error(message["uuid"], status, at, error_code, error_reason or "")
+    if details.usage is not None:
+        payload["usage"] = details.usage
     if message.get("client_ref"):
         payload["client_ref"] = message["client_ref"]
+    if not beta and channel == "sms" and details.parts:
+        payload["sms"] = {"count_total": str(details.parts)}
     link = channel_link(message)
     if link is not None:
         payload["channel_link"] = link
@@ -94,8 +147,8 @@ def inbound_payload(inbound: dict[str, Any], version: str) -> dict[str, Any]:
 
 
 def workflow_report_payload(workflow: dict[str, Any], statuses: dict[str, dict[str, Any]], at: float) -> dict[str, Any]:
-    """The final report of a failover workflow: how it ended and every message it sent."""
-    beta = workflow["source"] == "dispatch"
+    """The final report of a Dispatch API workflow: how it ended and every message it sent,
+    by the beta format's channel names."""
     sent = []
     for step in workflow["steps"]:
         found = statuses.get(step.get("message_uuid") or "")
@@ -105,7 +158,7 @@ def workflow_report_payload(workflow: dict[str, Any], statuses: dict[str, dict[s
         sent.append({
             "message_uuid": step["message_uuid"],
             "href": f"/v1/messages/{step['message_uuid']}",
-            "channel": BETA_CHANNEL.get(channel, channel) if beta else channel,
+            "channel": BETA_CHANNEL.get(channel, channel),
             "status": found["status"],
         })
     return {

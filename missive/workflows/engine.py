@@ -6,7 +6,10 @@ status or its expiry timer fires.
     step N reaches its condition        -> workflow completed (delivered or read; the
                                            last step, and v1 steps, wait for delivered)
     no step N+1                         -> workflow error
-    completed or error                  -> final report to the status URL
+    completed or error                  -> final report to the status URL (Dispatch API
+                                           workflows only: a v1 `failover` array is
+                                           followed by its steps' v1 status webhooks,
+                                           each with its `workflow`, and nothing else)
 
 Everything happens inside the caller's transaction (the one recording the status, or
 the one removing the timer), with the workflow row locked and its move guarded by
@@ -30,6 +33,9 @@ from missive.webhooks.outbox import WebhookTargets, enqueue_workflow_report
 log = logging.getLogger("missive.workflows")
 
 FAILED = ("rejected", "undeliverable")
+# The workflows whose end is reported in the Dispatch API's body: those accepted at
+# /v0.1/dispatch or /beta/workflows (source "dispatch"), not v1 `failover` arrays.
+REPORTED = ("dispatch",)
 # The statuses that meet each condition: a read message was delivered.
 MEETS = {"delivered": ("delivered", "read"), "read": ("read",)}
 
@@ -102,5 +108,5 @@ async def _leave(conn: AsyncConnection, targets: WebhookTargets, workflow: dict[
 
 async def _finish(conn: AsyncConnection, targets: WebhookTargets, workflow: dict[str, Any], status: str, now: float) -> None:
     workflow["status"] = status
-    if await _move(conn, workflow, workflow["current_step"], now):
+    if await _move(conn, workflow, workflow["current_step"], now) and workflow["source"] in REPORTED:
         await enqueue_workflow_report(conn, targets, workflow, await step_statuses(conn, workflow["steps"]), now)
