@@ -13,7 +13,6 @@ when the pages it names are linked and no link's secret signed it.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
@@ -23,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from missive.api import inbound_whatsapp
+from missive.api import inbound_whatsapp, meta_webhooks
 from missive.api.body import parse_json, read_body, read_json
 from missive.api.errors import (
     ERRORS,
@@ -34,6 +33,7 @@ from missive.api.errors import (
     not_found,
     unauthorized,
 )
+from missive.api.meta_webhooks import Links, links_by, verified_links
 from missive.api.responses import json_response
 from missive.api.services import services
 from missive.channels.base import ChannelLink, InboundEvent, SendError, StatusEvent
@@ -43,10 +43,8 @@ from missive.channels.messenger import (
     entry_pages,
     parse_webhook,
     refs_before_watermark,
-    signature_ok,
 )
 from missive.dispatch.callbacks import LinkOwner, ingest
-from missive.store.links import links_of_kinds
 from missive.store.tables import inbound_messages
 from missive.store.tables import messages as messages_table
 
@@ -54,29 +52,14 @@ log = logging.getLogger("missive.messenger")
 KIND = MessengerChannel.kind
 
 
-async def page_links(engine: AsyncEngine, account_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+async def page_links(engine: AsyncEngine, account_id: str | None = None) -> Links:
     """Messenger links by page id. A page id may be linked by several accounts: which of
     them a callback belongs to is settled by its signature, never by who linked first."""
-    rows = await links_of_kinds(engine, [KIND], account_id)
-    found: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        page = (row["config"] or {}).get("page_id")
-        if isinstance(page, str):
-            found.setdefault(page, []).append(row)
-    return found
+    return await links_by(engine, KIND, "page_id", account_id)
 
 
 async def handshake(request: Request) -> Response:
-    params = request.query_params
-    token, challenge = params.get("hub.verify_token", ""), params.get("hub.challenge", "")
-    if params.get("hub.mode") == "subscribe" and token:
-        links = await page_links(services(request).engine)
-        # Every token is compared, so the answer time does not tell which one nearly matched.
-        matches = [hmac.compare_digest(token.encode(), str(r["config"].get("verify_token", "")).encode())
-                   for rows in links.values() for r in rows]
-        if any(matches):
-            return PlainTextResponse(challenge)
-    raise ProblemError(403, f"{ERRORS}#forbidden", "Forbidden", "The verify token matches no Messenger link.")
+    return meta_webhooks.handshake(request, await page_links(services(request).engine), "Messenger")
 
 
 async def _resolve(engine: AsyncEngine, link_id: str, parsed: list) -> tuple[list, list]:
@@ -95,23 +78,6 @@ async def _resolve(engine: AsyncEngine, link_id: str, parsed: list) -> tuple[lis
     return events, keys
 
 
-def _verified_links(raw: bytes, signature: str, pages: list[str], links: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """For each page the body names, the link of that page whose app secret signed it.
-
-    The body is signed once, by the Facebook app that subscribed: of the links of a page
-    (a second account may have linked the same page id), the one whose secret verifies
-    is the page's, and the others get nothing. A body naming linked pages none of whose
-    links verify is refused whole."""
-    candidates = [(page, row) for page in dict.fromkeys(pages) for row in links.get(page, [])]
-    verified: dict[str, dict[str, Any]] = {}
-    for page, row in candidates:
-        if page not in verified and signature_ok(raw, signature, str(row["config"].get("app_secret", ""))):
-            verified[page] = row
-    if candidates and not verified:
-        raise unauthorized()
-    return verified
-
-
 async def receive(request: Request) -> Response:
     svc = services(request)
     raw = await read_body(request, svc.settings.max_body_bytes)
@@ -125,7 +91,7 @@ async def receive(request: Request) -> Response:
         pages = entry_pages(body)
     except ValueError:
         raise invalid_json("Not a Messenger webhook body.") from None
-    verified = _verified_links(raw, signature, pages, await page_links(svc.engine))
+    verified = verified_links(raw, signature, pages, await page_links(svc.engine))
     if not verified:
         return PlainTextResponse("EVENT_RECEIVED")
     try:
@@ -178,7 +144,7 @@ async def mark_read(request: Request) -> Response:
         raise invalid_params([InvalidParameter("status", f"the {row['channel']} channel cannot mark messages read")])
     link_row = next(iter((await page_links(svc.engine, principal.account_id)).get(row["to_addr"], [])), None)
     if row["channel"] == "messenger" and link_row is not None:
-        await _mark_seen(svc.settings, row["from_addr"], link_row)
+        await _mark_seen(svc.settings, row["from_addr"], link_row, typing)
     async with svc.engine.begin() as conn:
         await conn.execute(update(inbound_messages).where(inbound_messages.c.uuid == message_uuid).values(status="read"))
     return json_response({"message_uuid": message_uuid, "status": "read"})
@@ -193,15 +159,21 @@ def _replying_indicator(value: Any) -> bool:
     raise invalid_params([InvalidParameter("replying_indicator", "must be {\"show\": true|false, \"type\": \"text\"} or a boolean")])
 
 
-async def _mark_seen(settings: Any, user: str, link_row: dict[str, Any]) -> None:
+async def _mark_seen(settings: Any, user: str, link_row: dict[str, Any], typing: bool) -> None:
+    """`mark_seen`, then (with `replying_indicator`) `typing_on`: Facebook takes one sender
+    action a request, and shows them in that order."""
     link = ChannelLink(link_row["id"], KIND, link_row["channel"], dict(link_row["config"]), link_row["tps"])
     channel = MessengerChannel(settings)
+    action = "mark_seen"
     try:
         await channel.mark_seen(user, link)
+        if typing:
+            action = "typing_on"
+            await channel.typing_on(user, link)
     except SendError as error:
         status = 503 if error.retryable else 502
         raise ProblemError(
-            status, f"{ERRORS}#provider-error", "Provider error", f"Facebook refused mark_seen: {error.reason}",
+            status, f"{ERRORS}#provider-error", "Provider error", f"Facebook refused {action}: {error.reason}",
             headers={"Retry-After": "5"} if error.retryable else {},
         ) from None
     finally:

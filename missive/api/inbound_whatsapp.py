@@ -21,7 +21,6 @@ that cannot be kept (too large, Meta unreachable, too slow) leave the webhook wi
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 import uuid
@@ -33,15 +32,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from missive.api import meta_webhooks
 from missive.api.body import parse_json, read_body
 from missive.api.errors import ERRORS, ProblemError, invalid_json, unauthorized
+from missive.api.meta_webhooks import Links, links_by, verified_links
 from missive.api.services import Services, services
 from missive.channels.base import InboundEvent, SendError, StatusEvent
-from missive.channels.messenger import signature_ok
 from missive.channels.whatsapp_callbacks import Inbound, parse_webhook, phone_number_ids
 from missive.channels.whatsapp_media import CloudApi, Fetched, MediaUnavailable
 from missive.dispatch.callbacks import LinkOwner, first_time, ingest, store_inbound
-from missive.store.links import links_of_kinds
 from missive.store.media import add_media, link_signature, note_inbound
 from missive.store.tables import accounts, messages, provider_refs, seen_events
 
@@ -49,39 +48,13 @@ log = logging.getLogger("missive.whatsapp")
 KIND = "whatsapp"
 
 
-async def phone_links(engine: AsyncEngine, account_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+async def phone_links(engine: AsyncEngine, account_id: str | None = None) -> Links:
     """WhatsApp links by phone-number id (several accounts may link one id)."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for row in await links_of_kinds(engine, [KIND], account_id):
-        phone = (row["config"] or {}).get("phone_number_id")
-        if isinstance(phone, str):
-            found.setdefault(phone, []).append(row)
-    return found
+    return await links_by(engine, KIND, "phone_number_id", account_id)
 
 
 async def handshake(request: Request) -> Response:
-    params = request.query_params
-    token, challenge = params.get("hub.verify_token", ""), params.get("hub.challenge", "")
-    if params.get("hub.mode") == "subscribe" and token:
-        links = await phone_links(services(request).engine)
-        # Every token is compared, so the answer time does not tell which one nearly matched.
-        matches = [hmac.compare_digest(token.encode(), str(r["config"].get("verify_token", "")).encode())
-                   for rows in links.values() for r in rows]
-        if any(matches):
-            return PlainTextResponse(challenge)
-    raise ProblemError(403, f"{ERRORS}#forbidden", "Forbidden", "The verify token matches no WhatsApp link.")
-
-
-def _verified_links(raw: bytes, signature: str, phones: list[str], links: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """For each phone-number id the body names, its link whose app secret signed it."""
-    candidates = [(phone, row) for phone in dict.fromkeys(phones) for row in links.get(phone, [])]
-    verified: dict[str, dict[str, Any]] = {}
-    for phone, row in candidates:
-        if phone not in verified and signature_ok(raw, signature, str(row["config"].get("app_secret", ""))):
-            verified[phone] = row
-    if candidates and not verified:
-        raise unauthorized()
-    return verified
+    return meta_webhooks.handshake(request, await phone_links(services(request).engine), "WhatsApp")
 
 
 async def receive(request: Request) -> Response:
@@ -96,7 +69,7 @@ async def receive(request: Request) -> Response:
         phones = phone_number_ids(body)
     except ValueError:
         raise invalid_json("Not a WhatsApp webhook body.") from None
-    verified = _verified_links(raw, signature, phones, await phone_links(svc.engine))
+    verified = verified_links(raw, signature, phones, await phone_links(svc.engine))
     if not verified:
         return PlainTextResponse("EVENT_RECEIVED")
     numbers = {phone: str(row["config"].get("phone_number") or "") for phone, row in verified.items()}
