@@ -75,6 +75,9 @@ def serve(
     if created is not None:
         typer.echo("Created the first account. Keep these; the secret is not shown again:")
         emit({"api_key": created.api_key, "api_secret": created.api_secret, "signature_secret": created.signature_secret}, False)
+        scheme = "https" if tls_cert or tls_self_signed else "http"
+        typer.echo(f"Console: {scheme}://{_url_host(host or settings.host)}:{port or settings.port}/console "
+                   "(sign in with the api_key and api_secret above)")
     if tls_self_signed:
         from missive.tls import self_signed
 
@@ -117,6 +120,14 @@ def serve(
         signal.signal(stop_signal, lambda *_: None)
     tune_gc()
     uvicorn.run(create_app(settings), **options)
+
+
+def _url_host(host: str) -> str:
+    """A listening address as a browser reaches it: all interfaces by this machine's
+    loopback, an IPv6 address in brackets."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 @app.command("migrate")

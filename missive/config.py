@@ -112,12 +112,19 @@ class Settings(BaseSettings):
     sandbox_read_after: float = 2.0
     sandbox_log: str | None = None
 
-    # Logs: one JSON object per line ("json") or plain lines ("text"); see docs/operations.md.
-    log_format: Literal["json", "text"] = "json"
+    # Logs: one JSON object per line ("json") or plain lines ("text"); "auto" is text when
+    # the logs go to a terminal, else JSON. See docs/operations.md.
+    log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "info"
     # Third-party libraries' lines below this level are left out even at log_level debug
     # (aiosqlite writes two per query); below WARNING theirs never carry their arguments.
     log_library_level: str = "info"
+    # Provider logs (GET /v1/messages/{uuid}/logs): every exchange with a provider for a
+    # message, secrets masked. "all", "off", or "sample:N" (one message in N); kept this
+    # many days (fractions allowed), pruned by the dispatcher.
+    provider_logs: str = "all"
+    provider_log_days: float = 7.0
+
     # When set, GET /metrics wants `Authorization: Bearer <this>`; when empty it is open,
     # and should not be reachable from outside.
     metrics_token: str = ""
@@ -131,6 +138,14 @@ class Settings(BaseSettings):
         from missive.url_safety import parse_networks
 
         parse_networks(value)  # a typo stops the start, rather than allowing nothing
+        return value
+
+    @field_validator("provider_logs")
+    @classmethod
+    def _provider_logs(cls, value: str) -> str:
+        from missive.observability.exchanges import parse
+
+        parse(value)
         return value
 
     def resolved_database_url(self) -> str:

@@ -26,6 +26,7 @@ from missive.api import (
     media,
     messages,
     numbers,
+    provider_logs,
     sandbox,
     workflows,
 )
@@ -133,7 +134,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             metrics.process_stopped()
 
     app = Missive(
-        routes=[*messages.routes, *accounts.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *inbound_whatsapp.routes, *media.routes, *workflows.routes, *docs.routes, *health.routes, *console.routes],
+        routes=[*messages.routes, *provider_logs.routes, *accounts.routes, *applications.routes, *channels.routes, *numbers.routes, *sandbox.routes, *inbound_messenger.routes, *inbound_viber.routes, *inbound_whatsapp.routes, *media.routes, *workflows.routes, *docs.routes, *health.routes, *console.routes],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

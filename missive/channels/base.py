@@ -97,6 +97,9 @@ class Receipt:
     status: str
     error_code: int | None = None
     error_reason: str | None = None
+    # The deliver_sm it came in, readable (observability.exchanges.Exchange), for the
+    # provider log of the message it names; None when provider logs are off.
+    exchange: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from missive.channels.base import (
     Undeliverable,
 )
 from missive.config import Settings
+from missive.observability.exchanges import recorded_client
 from missive.store.tables import messages, provider_refs
 
 # httpx logs every request URL at INFO, and the page token travels in the query string.
@@ -139,7 +140,7 @@ class MessengerChannel:
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or Settings()
         self._url = f"{settings.graph_api_url.rstrip('/')}/{settings.graph_api_version}/me/messages"
-        self._client = httpx.AsyncClient(timeout=settings.provider_timeout)
+        self._client = recorded_client(timeout=settings.provider_timeout)
         # httpx's timeout bounds each step (connect, each read); this bounds the whole call,
         # so a Graph API that dribbles its answer cannot hold a send past it either.
         self._deadline = settings.provider_timeout

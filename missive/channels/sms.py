@@ -36,12 +36,15 @@ from missive.channels.base import (
     Misconfigured,
     OutboundMessage,
     Rejected,
+    SendError,
     SendResult,
     Throttled,
     Unavailable,
     Undeliverable,
 )
 from missive.config import Settings
+from missive.observability import exchanges
+from missive.sms import pdu_log
 from missive.sms.deliveries import is_receipt, parse_inbound, parse_receipt, scoped_ref
 from missive.sms.encoding import encode_sms
 from missive.sms.smpp_pdus import (
@@ -177,6 +180,8 @@ class SmsChannel:
         self._closing: set[SmppPool] = set()
         self._links: dict[str, ChannelLink] = {}
         self.sink: EventSink | None = None
+        # Receipts carry their deliver_sm to the provider log unless it is off.
+        self._log_pdus = exchanges.Policy(self._settings.provider_logs).on
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -267,8 +272,21 @@ class SmsChannel:
                 "esm_class": encoded.esm_class, "data_coding": encoded.data_coding,
                 "registered_delivery": 1, "short_message": part, **extra,
             }
-            ids.append(await self._submit(pool, params))
+            ids.append(await self._submit_logged(pool, params))
         return SendResult(provider_ref=ids[0], all_refs=tuple(scoped_ref(link.id, smsc_id) for smsc_id in ids))
+
+    async def _submit_logged(self, pool: SmppPool, params: dict[str, Any]) -> str:
+        """`_submit`, with the submit_sm and its answer in the message's provider log."""
+        if exchanges.current() is None:
+            return await self._submit(pool, params)
+        exchanges.record("out", "smpp", *pdu_log.submit_sm(params))
+        try:
+            smsc_id = await self._submit(pool, params)
+        except SendError as error:
+            exchanges.record("in", "smpp", *pdu_log.submit_failed(error.reason))
+            raise
+        exchanges.record("in", "smpp", *pdu_log.submit_sm_resp(smsc_id))
+        return smsc_id
 
     async def _submit(self, pool: SmppPool, params: dict[str, Any]) -> str:
         try:
@@ -297,6 +315,8 @@ class SmsChannel:
             if receipt is None:
                 log.info("link %s: receipt that is not final, ignored", link.id)
                 return
+            if self._log_pdus:
+                receipt = pdu_log.with_pdu(receipt, pdu)
             events: list[Any] = [receipt]
         else:
             sar = (pdu.sar_msg_ref_num, pdu.sar_total_segments, pdu.sar_segment_seqnum)

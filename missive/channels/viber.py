@@ -55,6 +55,7 @@ from missive.channels.base import (
     Undeliverable,
 )
 from missive.config import Settings
+from missive.observability.exchanges import recorded_client
 from missive.url_guard import AddressGuard, guarded_session, head_length
 from missive.url_safety import policy_for
 
@@ -135,7 +136,7 @@ class ViberChannel:
     def __init__(self, settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         settings = settings or Settings()
         self._base = settings.viber_api_url.rstrip("/")
-        self._client = httpx.AsyncClient(timeout=settings.provider_timeout, transport=transport)
+        self._client = recorded_client(timeout=settings.provider_timeout, transport=transport)
         # The whole call's bound (httpx's timeout is per step: a dribbled answer escapes it).
         self._deadline = settings.provider_timeout
         # Media hosts are the sender's choice: asked only under the outbound URL policy.

@@ -25,8 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from missive.channels.base import ChannelLink, InboundEvent, InboundPart, Receipt
 from missive.dispatch.callbacks import LinkOwner, store_inbound
 from missive.dispatch.recording import record_statuses
+from missive.observability.exchanges import Policy, row
 from missive.sms.deliveries import ref_forms, smsc_id_of, text_event
 from missive.sms.encoding import join_parts
+from missive.store import provider_logs
 from missive.store.locks import lock_names
 from missive.store.numbers import number_of
 from missive.store.statuses import StatusChange
@@ -46,11 +48,15 @@ PART_WINDOW = 3600.0
 
 
 async def apply_link_events(
-    conn: AsyncConnection, targets: WebhookTargets, batch: list[tuple[ChannelLink, list[Any]]], now: float
+    conn: AsyncConnection, targets: WebhookTargets, batch: list[tuple[ChannelLink, list[Any]]], now: float,
+    logs: Policy | None = None,
 ) -> None:
     """Store a batch of what links pushed, in the caller's transaction; the caller holds
-    the locks of `event_lock_names(batch)`."""
+    the locks of `event_lock_names(batch)`. The PDUs receipts carry go to the provider
+    logs of their messages, those `logs` wants."""
     changes: list[StatusChange] = []
+    logged: list[tuple[Receipt, str]] = []
+    links = {link.id: link for link, _ in batch}
     receipts: dict[str, list[Receipt]] = {}
     for link, events in batch:
         for event in events:
@@ -63,7 +69,12 @@ async def apply_link_events(
                     continue
             await _inbound(conn, targets, link, event, now)
     for link_id, group in receipts.items():
-        changes.extend(await receipt_changes(conn, link_id, group, now))
+        changes.extend(await receipt_changes(conn, link_id, group, now, logged=logged if logs is not None and logs.on else None))
+        if logged and logs is not None:
+            account_id = links[link_id].account_id
+            await provider_logs.write(conn, [row(r.exchange, uuid, account_id, link_id) for r, uuid in logged
+                                             if logs.wants(uuid)])
+            logged.clear()
     await record_statuses(conn, targets, changes, now)
 
 
@@ -74,7 +85,8 @@ def event_lock_names(batch: list[tuple[ChannelLink, list[Any]]]) -> list[str]:
 
 
 async def receipt_changes(
-    conn: AsyncConnection, link_id: str, receipts: list[Receipt], now: float, keep_unmatched: bool = True
+    conn: AsyncConnection, link_id: str, receipts: list[Receipt], now: float, keep_unmatched: bool = True,
+    logged: list[tuple[Receipt, str]] | None = None,
 ) -> list[StatusChange]:
     """The status changes of `receipts` that arrived on link `link_id`, in order. Their
     references (among that link's) and the part counts of their messages are read with
@@ -98,6 +110,8 @@ async def receipt_changes(
                               "error_code": receipt.error_code, "error_reason": receipt.error_reason, "created_at": now})
     if unmatched:
         await conn.execute(unmatched_receipts.insert(), unmatched)
+    if logged is not None:
+        logged.extend((receipt, uuid) for receipt, _, uuid in matched if receipt.exchange is not None)
     if not matched:
         return []
     parts: dict[str, int] = dict((await conn.execute(

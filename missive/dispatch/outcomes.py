@@ -3,14 +3,17 @@ transaction, statement by statement (executemany), not message by message."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.channels.base import FollowUp
 from missive.dispatch.link_events import rematch
 from missive.dispatch.recording import record_statuses
+from missive.observability.exchanges import Recorder
 from missive.sms.deliveries import ref_forms
+from missive.store import provider_logs
 from missive.store.bulk import delete_many, insert_many, update_many
 from missive.store.statuses import StatusChange
 from missive.store.tables import messages, outbox, provider_refs, timers
@@ -31,6 +34,17 @@ class Outcome:
     retry_at: float | None = None
     attempts: int = 0
     error: str | None = None
+    # What was exchanged with the provider (rows of `provider_logs`), retries included.
+    logs: tuple[dict[str, Any], ...] = ()
+
+
+def with_logs(outcome: Outcome, recorder: Recorder | None) -> Outcome:
+    """The outcome with the exchanges its send recorded."""
+    if recorder is None or not recorder.exchanges:
+        return outcome
+    change = outcome.change
+    failure = outcome.error or (change.error_reason if change is not None and change.status != "submitted" else None)
+    return replace(outcome, logs=recorder.rows(failure))
 
 
 def lock_names_of(outcomes: list[Outcome]) -> list[str]:
@@ -86,6 +100,7 @@ async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcome
     await insert_many(conn, timers, timer_rows)
     await update_many(conn, messages, "uuid", [
         {"uuid": o.message_uuid, "link_id": o.link[0], "link_kind": o.link[1]} for o in done if o.link])
+    await provider_logs.write(conn, [row for o in outcomes for row in o.logs])
     now = max((o.at for o in outcomes), default=0.0)
     await record_statuses(conn, targets, [o.change for o in done if o.change is not None] + at_once, now)
     if sms_refs:

@@ -35,15 +35,15 @@ from missive.config import Settings
 from missive.config_watch import ConfigWatch
 from missive.dispatch import viber_rules, whatsapp_rules
 from missive.dispatch.link_events import apply_link_events, event_lock_names
-from missive.dispatch.outcomes import Outcome, lock_names_of, write_outcomes
+from missive.dispatch.outcomes import Outcome, lock_names_of, with_logs, write_outcomes
 from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.recording import record_statuses
 from missive.dispatch.retry import RetryPolicy
 from missive.dispatch.routing import LinkRouter
 from missive.dispatch.sessions import SessionKeeper
-from missive.observability import context, metrics
+from missive.observability import context, exchanges, metrics
 from missive.sms.gsm import count_parts
-from missive.store import rates
+from missive.store import provider_logs, rates
 from missive.store.accounts import is_sending
 from missive.store.claims import claim_due, release, take_back
 from missive.store.faults import classify, describe
@@ -167,6 +167,8 @@ class Dispatcher:
         self._reserved = 0
         self._late: list[str] = []
         self._window = SendWindow(settings.dispatch_max_in_flight)
+        # Which sends' exchanges with providers are logged (MISSIVE_PROVIDER_LOGS).
+        self._provider_logs = exchanges.Policy(settings.provider_logs)
         # This process's identity in its data directory (missive/node.py), taken at start.
         self.node: nodes.Node | None = None
         self._resumed: asyncio.Task[None] | None = None
@@ -192,6 +194,8 @@ class Dispatcher:
             asyncio.create_task(self._timer_loop(), name="missive-timers"),
             asyncio.create_task(self._webhook_loop(), name="missive-webhooks"),
             asyncio.create_task(self.sessions.run(self._stopping), name="missive-sessions"),
+            asyncio.create_task(provider_logs.prune_loop(self._engine, self._settings.provider_log_days * 86400,
+                                                         self._stopping, self._clock), name="missive-provider-logs"),
         ]
 
     async def _resume(self) -> None:
@@ -282,7 +286,7 @@ class Dispatcher:
         if outcomes:
             await write_outcomes(conn, targets, outcomes)
         if pushed:
-            await apply_link_events(conn, targets, pushed, self._clock())
+            await apply_link_events(conn, targets, pushed, self._clock(), self._provider_logs)
         return targets
 
     # -- outbox ---------------------------------------------------------------------
@@ -337,8 +341,10 @@ class Dispatcher:
     async def _send(self, message: dict[str, Any], attempt: int) -> None:
         uuid = message["uuid"]
         context.message_uuid.set(uuid)  # this task's log lines are about this message
+        recorder = exchanges.Recorder(uuid, message["account_id"]) if self._provider_logs.wants(uuid) else None
         try:
-            outcome = await self._attempt(message, attempt)
+            with exchanges.recording(recorder):
+                outcome = with_logs(await self._attempt(message, attempt), recorder)
         except BaseException:
             self._window.leave(uuid, None, time.monotonic())
             raise
@@ -398,6 +404,8 @@ class Dispatcher:
             channel = self._channels.get(link.kind)
             if channel is None:
                 raise Unavailable(f"no channel of kind {link.kind!r} in this process")
+            if (recorder := exchanges.current()) is not None:
+                recorder.on_link(link.id, link.config, channel.secrets)
             to = await self._recipient(message, link)
             outbound = OutboundMessage(
                 uuid=uuid, channel=message["channel"], message_type=message["message_type"],

@@ -152,6 +152,16 @@ def make_handler(log_format: str, stream: IO[str] | None = None, library_level: 
     return handler
 
 
+def resolved_format(log_format: str, stream: IO[str]) -> str:
+    """`auto`: plain lines for a person at a terminal, JSON for anything that collects them."""
+    if log_format != "auto":
+        return log_format
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # a stream without a descriptor, or closed
+        return "json"
+
+
 def configure_logging(settings: Settings) -> None:
     """Route every log record (Missive's, uvicorn's, libraries') through one handler.
     Libraries' records below `log_library_level` are dropped whatever `log_level` says."""
@@ -161,7 +171,8 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(make_handler(settings.log_format, library_level=_level(settings.log_library_level)))
+    log_format = resolved_format(settings.log_format, sys.stderr)
+    root.addHandler(make_handler(log_format, library_level=_level(settings.log_library_level)))
     root.setLevel(_level(settings.log_level))
     for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
