@@ -78,7 +78,8 @@ def message(message_type: str = "text", **body: Any) -> OutboundMessage:
 
 
 def expect(kind: str, content: dict, **extra: Any) -> dict:
-    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "447700900001", **extra,
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "447700900001",
+            "biz_opaque_callback_data": "uuid-1", **extra,
             "type": kind, kind: content}
 
 
@@ -149,17 +150,19 @@ OUTBOUND: dict[str, Out] = {
             {"type": "body", "parameters": [{"type": "text", "text": "20%"}]}, *HEADER_AND_BUTTON]}),)),
     "custom-interactive": Out(message("custom", custom=CUSTOM_INTERACTIVE),
                               ({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "447700900001",
+                                "biz_opaque_callback_data": "uuid-1",
                                 **CUSTOM_INTERACTIVE},)),
     "custom-location-reply": Out(message("custom", custom=CUSTOM_LOCATION, context={"message_uuid": "u", "message_id": WAMID}),
                                  ({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "447700900001",
-                                   "context": {"message_id": WAMID}, **CUSTOM_LOCATION},)),
+                                   "biz_opaque_callback_data": "uuid-1", "context": {"message_id": WAMID}, **CUSTOM_LOCATION},)),
     "custom-contacts": Out(message("custom", custom=CUSTOM_CONTACTS),
                            ({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "447700900001",
-                             **CUSTOM_CONTACTS},)),
+                             "biz_opaque_callback_data": "uuid-1", **CUSTOM_CONTACTS},)),
     "custom-reaction-to-context": Out(
         message("custom", custom={"type": "reaction", "reaction": {"emoji": "\U0001f44d"}},
                 context={"message_uuid": "u", "message_id": WAMID}),
-        ({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "447700900001", "type": "reaction",
+        ({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "447700900001",
+          "biz_opaque_callback_data": "uuid-1", "type": "reaction",
           "reaction": {"emoji": "\U0001f44d", "message_id": WAMID}},)),
     "rate-limit-130429": failing(error(130429), Throttled, 1000),
     "pair-rate-limit-131056": failing(error(131056), Throttled, 1000),
@@ -420,6 +423,7 @@ def test_every_sdk_class_goes_out_as_its_cloud_api_request(live: Live) -> None:
     for body in bodies:
         by_type.setdefault(body["type"], []).append(body)
     assert by_type["text"] == [{"messaging_product": "whatsapp", "recipient_type": "individual", "to": user,
+                                "biz_opaque_callback_data": uuids["text"],
                                 "type": "text", "text": {"body": "Nexmo", "preview_url": False}}]
     assert by_type["image"][0]["image"] == {"link": "https://example.com/a.jpg", "caption": "Cat"}
     assert by_type["audio"][0]["audio"] == {"link": "https://example.com/a.mp3"}
@@ -532,3 +536,19 @@ def test_a_number_no_link_serves_is_refused(live: Live) -> None:
     hook = live.final(live.send(v1(to="447700900209", sender="447700900999")))
     assert (hook["status"], failure(hook)[0]) == ("rejected", 1490)
     assert live.cloud.snapshot("447700900209") == []
+
+
+def test_a_send_is_in_the_provider_log_with_the_token_masked(live: Live) -> None:
+    user = "447700900777"
+    live.wrote(user)
+    message_uuid = live.send(v1(to=user, text="logged"))
+    assert live.final(message_uuid)["status"] == "submitted"
+    with live.server.client() as client:
+        answer = client.get(f"/v1/messages/{message_uuid}/logs", headers=live.server.bearer())
+    assert answer.status_code == 200
+    logs = answer.json()["_embedded"]["logs"]
+    assert [(e["direction"], e["protocol"]) for e in logs] == [("out", "http"), ("in", "http")]
+    assert logs[0]["summary"].startswith("POST ") and logs[0]["summary"].endswith(f"/{NUMBER_ID}/messages")
+    assert '"body":"logged"' in logs[0]["detail"]["body"].replace(" ", "")
+    assert logs[1]["detail"]["status"] == 200 and "wamid" in logs[1]["detail"]["body"]
+    assert TOKEN not in answer.text

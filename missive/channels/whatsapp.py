@@ -3,7 +3,7 @@
 Out: POST {graph}/{version}/{phone_number_id}/messages, `Authorization: Bearer TOKEN`
 
     {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "447700900001",
-     "context": {"message_id": "wamid.HBgM..."},
+     "biz_opaque_callback_data": "<message uuid>", "context": {"message_id": "wamid.HBgM..."},
      "type": "text", "text": {"body": "Nexmo https://example.com", "preview_url": true}}
     -> {"messaging_product": "whatsapp", "contacts": [{"input": "447700900001", "wa_id": "447700900001"}],
         "messages": [{"id": "wamid.HBgM..."}]}
@@ -39,6 +39,7 @@ from missive.channels.base import (
     Undeliverable,
 )
 from missive.config import Settings
+from missive.observability.exchanges import recorded_client
 
 # Meta's error codes and what each means for a send: (outcome, our error code, why).
 # Outcomes: rejected (final), undeliverable (final), unavailable (retried), throttled
@@ -187,7 +188,10 @@ def _template(body: dict[str, Any]) -> dict[str, Any]:
 def request_body(message: OutboundMessage) -> dict[str, Any]:
     """The Cloud API message object for one v1 message."""
     body = message.body
-    out: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": message.to}
+    # biz_opaque_callback_data: Meta keeps it with the message and echoes it in its status
+    # callbacks; in the request it names our message, as Viber's tracking_data does.
+    out: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": message.to,
+                           "biz_opaque_callback_data": message.uuid}
     reply_to = (body.get("context") or {}).get("message_id")
     kind = message.message_type
     if kind == "text":
@@ -241,7 +245,7 @@ class WhatsappChannel:
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or Settings()
         self._base = f"{settings.graph_api_url.rstrip('/')}/{settings.graph_api_version}"
-        self._client = httpx.AsyncClient(timeout=settings.provider_timeout)
+        self._client = recorded_client(timeout=settings.provider_timeout)
         # httpx bounds each step; this bounds the whole call (see MessengerChannel).
         self._deadline = settings.provider_timeout
 
