@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from vonage_messages import ReplyingIndicatorText
 
 from missive.channels.base import (
     ChannelLink,
@@ -459,6 +460,23 @@ def test_patch_read_sends_mark_seen(live: Live) -> None:
         assert client.patch("/v1/messages/00000000-0000-0000-0000-000000000000", json={"status": "read"},
                             auth=live.server.basic).status_code == 404
     assert [r.body for r in live.graph.snapshot(user)] == [{"recipient": {"id": user}, "sender_action": "mark_seen"}]
+
+
+def test_patch_with_replying_indicator_sends_mark_seen_then_typing_on(live: Live) -> None:
+    """What the SDK's mark-read call sends with a ReplyingIndicatorText (`{"show": true,
+    "type": "text"}`), on Messenger: both sender actions, in Facebook's order."""
+    user = "psid-typing"
+    assert live.post_webhook(webhook(from_user(user, message={"mid": "m_typing", "text": "anyone?"}))).status_code == 200
+    [hook] = live.wait_hooks("/inbound", 1, **{"from": user})
+    indicator = ReplyingIndicatorText(show=True).model_dump(by_alias=True, exclude_none=True)
+    with live.server.client() as client:
+        response = client.patch(f"/v1/messages/{hook.json['message_uuid']}",
+                                json={"status": "read", "replying_indicator": indicator}, auth=live.server.basic)
+        assert response.status_code == 200, response.text
+    assert [r.body for r in live.graph.snapshot(user)] == [
+        {"recipient": {"id": user}, "sender_action": "mark_seen"},
+        {"recipient": {"id": user}, "sender_action": "typing_on"},
+    ]
 
 
 def test_cli_refuses_a_link_without_credentials(live: Live) -> None:

@@ -26,6 +26,7 @@ import httpx
 import jwt
 import pytest
 
+from missive.dispatch import whatsapp_rules
 from tests.fakes.webhook_receiver import Hook, WebhookReceiver
 from tests.harness import Server, missive, missive_json, provisioned_server, start_server
 
@@ -274,6 +275,17 @@ def viber(to: str = "vuser-5678", **extra: Any) -> dict:
     }
 
 
+def whatsapp(to: str = "447700900200", **extra: Any) -> dict:
+    return {
+        "channel": "whatsapp",
+        "message_type": "text",
+        "to": to,
+        "from": "447700900100",
+        "text": "hello",
+        **extra,
+    }
+
+
 def sandbox_attempts(log_path: Path, message_uuid: str) -> list[int]:
     if not log_path.exists():
         return []
@@ -356,6 +368,21 @@ CASES: dict[str, Case] = {
     "viber-0004-retried": Case(
         viber("vuser-0004"), ("submitted", "delivered", "read"), attempts=(1, 2, 3)
     ),
+    "whatsapp": Case(whatsapp(client_ref="ref-whatsapp"), ("submitted", "delivered", "read")),
+    "whatsapp-0001-rejected": Case(whatsapp("447700900001"), ("rejected",), 1020),
+    "whatsapp-0002-undeliverable": Case(whatsapp("447700900002"), ("submitted", "undeliverable"), 1260),
+    "whatsapp-0003-submitted-only": Case(whatsapp("447700900003"), ("submitted",)),
+    "whatsapp-0004-retried": Case(
+        whatsapp("447700900004"), ("submitted", "delivered", "read"), attempts=(1, 2, 3)
+    ),
+    # The user's 24-hour window is closed: free-form is refused, a template still goes.
+    "whatsapp-0005-window-closed": Case(whatsapp("447700900005"), ("rejected",), 1340),
+    "whatsapp-0005-template": Case(
+        {**{k: v for k, v in whatsapp("447700900005").items() if k != "text"}, "message_type": "template",
+         "template": {"name": "verify", "parameters": ["1234"]}, "whatsapp": {"policy": "deterministic", "locale": "en-GB"}},
+        ("submitted", "delivered", "read"),
+    ),
+    "sms-0005-normal": Case(sms("447700900005"), ("submitted", "delivered")),
 }
 QUIET = 0.8  # after the last expected webhook: nothing more may arrive (4x delivered_after)
 
@@ -428,6 +455,11 @@ def test_magic_recipients_give_the_documented_webhook_sequence(
     assert all(w["url"] == hub.receiver.url("/account/status") for w in stored["webhooks"])
     # The sandbox's own record: how many tries reached it (0004 fails twice, retryably).
     assert sandbox_attempts(hub.sandbox_log, message_uuid) == list(case.attempts)
+
+
+def test_whatsapp_0005_is_refused_as_the_24_hour_rule_refuses(hub: Hub, magic_run: dict[str, str]) -> None:
+    [rejected] = [e for e in read(hub.server, magic_run["whatsapp-0005-window-closed"])["history"] if "error" in e]
+    assert rejected["error"] == {"code": 1340, "reason": whatsapp_rules.CLOSED}
 
 
 # 2. The beta (v0.1) shape.
@@ -790,6 +822,13 @@ INBOUND_HTTP = [
         "file",
         {"file": {"url": "https://example.com/a.pdf"}},
     ),
+    (
+        {"channel": "whatsapp", "from": "447700900301", "to": "447700900100", "text": "hi on WhatsApp"},
+        "jwt",
+        "/app/inbound",
+        "text",
+        {"text": "hi on WhatsApp"},
+    ),
 ]
 
 
@@ -802,6 +841,7 @@ INBOUND_HTTP = [
         "jwt-location",
         "basic-viber-video",
         "basic-application_id-file",
+        "jwt-whatsapp-text",
     ],
 )
 def test_sandbox_inbound_over_http(

@@ -2,6 +2,7 @@
 
     {"channel": "messenger", "from": "USER_ID", "to": "PAGE_ID", "text": "hi"}
     {"channel": "messenger", "from": "USER_ID", "location": {"lat": 51.5, "long": -0.12}}
+    {"channel": "whatsapp", "from": "447700900001", "to": "447700900100", "text": "hi"}
 
 It goes to the inbound URL of the calling application (JWT, or `application_id` with
 Basic auth), else of the account, exactly as a provider's inbound message would. An SMS
@@ -48,7 +49,7 @@ class Location(Strict):
 
 
 class SandboxInbound(Strict):
-    channel: Literal["sms", "messenger", "viber_service"]
+    channel: Literal["sms", "messenger", "viber_service", "whatsapp"]
     from_: str = Field(alias="from", min_length=1, max_length=50)
     to: str = Field("sandbox", min_length=1, max_length=50)
     application_id: str | None = None

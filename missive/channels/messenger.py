@@ -156,6 +156,11 @@ class MessengerChannel:
         """Show the user their message was read (the page's `mark_seen` sender action)."""
         await self._post({"recipient": {"id": user_id}, "sender_action": "mark_seen"}, link)
 
+    async def typing_on(self, user_id: str, link: ChannelLink) -> None:
+        """Show the user a reply is being typed (the `typing_on` sender action: Messenger
+        clears it after 20 seconds, or when the page's next message arrives)."""
+        await self._post({"recipient": {"id": user_id}, "sender_action": "typing_on"}, link)
+
     async def _post(self, body: dict[str, Any], link: ChannelLink) -> dict[str, Any]:
         token = link.config.get("page_token")
         if not isinstance(token, str) or not token:

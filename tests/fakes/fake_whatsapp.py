@@ -4,6 +4,8 @@
         cloud.script(cloud.error(130429), ok(), to="447700900001")   # answered in order, then success
         ... MISSIVE_GRAPH_API_URL=cloud.url ...
         cloud.wait_for(lambda requests: len(requests) >= 2)
+        release = threading.Event()
+        cloud.script(Answer(hold=release), to="447700900002")   # taken, answered at release.set()
         assert cloud.unused() == []
 
 POST /{version}/{phone_number_id}/messages with `Authorization: Bearer TOKEN`:
@@ -47,6 +49,8 @@ class Answer:
     body: dict[str, Any] | None = None
     delay: float = 0.0
     raw: bytes | None = None
+    # Set by the test to let the answer go: until then the request is taken, unanswered.
+    hold: threading.Event | None = None
 
 
 def ok() -> Answer:
@@ -76,6 +80,7 @@ class FakeWhatsapp:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self.answered = 0  # answers written out in full
         self._server: serving.uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -155,6 +160,8 @@ class FakeWhatsapp:
         with self._lock:
             self.requests.append(CloudRequest(scope["method"], scope["path"], authorization, body, time.time()))
         answer = self._refusal(scope["path"], authorization, body) or self._next(body.get("to"))
+        if answer.hold is not None:
+            await asyncio.to_thread(answer.hold.wait)
         if answer.delay:
             await asyncio.sleep(answer.delay)
         payload = answer.raw if answer.raw is not None else orjson.dumps(
@@ -162,6 +169,8 @@ class FakeWhatsapp:
         await send({"type": "http.response.start", "status": answer.status,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": payload})
+        with self._lock:
+            self.answered += 1
 
     def __enter__(self) -> Self:
         self._server, self._thread = serving.start(self._app, self.port, "fake WhatsApp Cloud API")
