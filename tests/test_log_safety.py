@@ -71,7 +71,10 @@ def _logged(emit: Callable[[logging.Logger], None], name: str = "missive.tests",
             library_level: int = logging.NOTSET) -> list[str]:
     stream = io.StringIO()
     logger = logging.getLogger(name)
-    logger.propagate, logger.level = False, logging.DEBUG
+    # setLevel, not an assignment: it clears the loggers' cached answers to isEnabledFor,
+    # which an earlier test's root level (caplog) may have left at "no" for DEBUG.
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
     logger.handlers = [make_handler(log_format, stream, library_level=library_level)]
     emit(logger)
     return stream.getvalue().splitlines()
