@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
 from tests.fakes import serving
+from tests.fakes.base import ScriptedFake
 
 
 @dataclass(frozen=True)
@@ -64,66 +64,33 @@ def error(code: int, subcode: int | None = None, status: int = 400, message: str
 
 
 @dataclass
-class FakeGraph:
-    port: int = field(default_factory=serving.free_port)
-    requests: list[GraphRequest] = field(default_factory=list)
-    answers: list[Answer] = field(default_factory=list)
-    # Answers for one recipient id, before the shared queue: lets concurrent tests script apart.
-    by_recipient: dict[str, list[Answer]] = field(default_factory=dict)
+class FakeGraph(ScriptedFake[GraphRequest, Answer]):
     # When clients hung up on a `hang` or `dribble` answer.
     abandoned: list[float] = field(default_factory=list)
     error = staticmethod(error)
+    name = "fake Graph API"
+    waiting_for = "Graph requests"
+    answer_type = Answer
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__post_init__()
         self._ids = itertools.count(1)
-        self._server: serving.uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def script(self, *answers: Answer, recipient: str | None = None) -> None:
-        with self._lock:
-            if recipient is None:
-                self.answers.extend(answers)
-            else:
-                self.by_recipient.setdefault(recipient, []).extend(answers)
+        self._script(answers, recipient)
 
     def unused(self, recipient: str | None = None) -> list[Answer]:
         """Scripted answers not given yet: all, or those scripted for `recipient`."""
-        with self._lock:
-            if recipient is not None:
-                return list(self.by_recipient.get(recipient, ()))
-            return [*self.answers, *(a for queue in self.by_recipient.values() for a in queue)]
+        return self._unused(recipient)
 
     def snapshot(self, recipient: str | None = None) -> list[GraphRequest]:
-        with self._lock:
-            found = list(self.requests)
-        if recipient is None:
-            return found
-        return [r for r in found if isinstance(r.body, dict) and (r.body.get("recipient") or {}).get("id") == recipient]
+        return self._snapshot(recipient)
 
-    def wait_for(self, condition: Callable[[list[GraphRequest]], bool], timeout: float = 15.0) -> list[GraphRequest]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.snapshot()
-            if condition(found):
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for Graph requests; got {[r.body for r in found[-5:]]}")
-            time.sleep(0.02)
-
-    def _next(self, recipient: str | None) -> Answer:
-        with self._lock:
-            queue = self.by_recipient.get(recipient or "")
-            if queue:
-                return queue.pop(0)
-            return self.answers.pop(0) if self.answers else Answer()
+    def _recipient(self, body: Any) -> str | None:
+        return (body.get("recipient") or {}).get("id") if isinstance(body, dict) else None
 
     def _success(self, body: Any) -> dict[str, Any]:
-        recipient = (body.get("recipient") or {}).get("id") if isinstance(body, dict) else None
+        recipient = self._recipient(body)
         if isinstance(body, dict) and "sender_action" in body:
             return {"recipient_id": recipient}
         return {"recipient_id": recipient, "message_id": f"m_fake{next(self._ids):08d}"}
@@ -131,20 +98,10 @@ class FakeGraph:
     async def _app(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            event = await receive()
-            raw += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = serving.json_or_text(await serving.read_body(receive))
         query = dict(parse_qsl(scope["query_string"].decode()))
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = raw.decode(errors="replace")
-        with self._lock:
-            self.requests.append(GraphRequest(scope["method"], scope["path"], query, body, time.time()))
-        recipient = (body.get("recipient") or {}).get("id") if isinstance(body, dict) else None
+        self._record(GraphRequest(scope["method"], scope["path"], query, body, time.time()))
+        recipient = self._recipient(body)
         if not query.get("access_token"):
             answer = error(190, message="An active access token must be used to query information about the current user.")
         elif not scope["path"].endswith("/me/messages"):
@@ -174,10 +131,3 @@ class FakeGraph:
             left.cancel()
         with self._lock:
             self.abandoned.append(time.time())
-
-    def __enter__(self) -> Self:
-        self._server, self._thread = serving.start(self._app, self.port, "fake Graph API")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        serving.stop(self._server, self._thread)

@@ -168,12 +168,7 @@ class FakeViber:
     async def _app(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = await serving.read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if scope["method"] == "HEAD" and scope["path"].startswith("/media/"):
             with self._lock:

@@ -23,12 +23,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from tests.fakes import serving
+from tests.fakes.base import ScriptedFake
 
 _PATH = re.compile(r"^/(v[0-9.]+)/([0-9]+)/messages$")
 
@@ -68,62 +69,29 @@ def error(code: int, status: int = 400, message: str = "Cloud API error", detail
 
 
 @dataclass
-class FakeWhatsapp:
+class FakeWhatsapp(ScriptedFake[CloudRequest, Answer]):
     token: str
-    port: int = field(default_factory=serving.free_port)
-    requests: list[CloudRequest] = field(default_factory=list)
-    answers: list[Answer] = field(default_factory=list)
-    # Answers for one recipient, before the shared queue: lets concurrent tests script apart.
-    by_recipient: dict[str, list[Answer]] = field(default_factory=dict)
     error = staticmethod(error)
+    name = "fake WhatsApp Cloud API"
+    waiting_for = "Cloud API requests"
+    answer_type = Answer
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__post_init__()
         self._ids = itertools.count(1)
         self.answered = 0  # answers written out in full
-        self._server: serving.uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def script(self, *answers: Answer, to: str | None = None) -> None:
-        with self._lock:
-            if to is None:
-                self.answers.extend(answers)
-            else:
-                self.by_recipient.setdefault(to, []).extend(answers)
+        self._script(answers, to)
 
     def unused(self, to: str | None = None) -> list[Answer]:
-        with self._lock:
-            if to is not None:
-                return list(self.by_recipient.get(to, ()))
-            return [*self.answers, *(a for queue in self.by_recipient.values() for a in queue)]
+        return self._unused(to)
 
     def snapshot(self, to: str | None = None) -> list[CloudRequest]:
-        with self._lock:
-            found = list(self.requests)
-        if to is None:
-            return found
-        return [r for r in found if isinstance(r.body, dict) and r.body.get("to") == to]
+        return self._snapshot(to)
 
-    def wait_for(self, condition: Callable[[list[CloudRequest]], bool], timeout: float = 15.0) -> list[CloudRequest]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.snapshot()
-            if condition(found):
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for Cloud API requests; got {[r.body for r in found[-5:]]}")
-            time.sleep(0.02)
-
-    def _next(self, to: str | None) -> Answer:
-        with self._lock:
-            queue = self.by_recipient.get(to or "")
-            if queue:
-                return queue.pop(0)
-            return self.answers.pop(0) if self.answers else Answer()
+    def _recipient(self, body: Any) -> str | None:
+        return body.get("to") if isinstance(body, dict) else None
 
     def _success(self, body: dict[str, Any]) -> dict[str, Any]:
         sent: dict[str, Any] = {"id": f"wamid.FAKE{next(self._ids):010d}"}
@@ -145,20 +113,10 @@ class FakeWhatsapp:
     async def _app(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            event = await receive()
-            raw += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = serving.json_or_text(await serving.read_body(receive))
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = raw.decode(errors="replace")
         authorization = headers.get("authorization")
-        with self._lock:
-            self.requests.append(CloudRequest(scope["method"], scope["path"], authorization, body, time.time()))
+        self._record(CloudRequest(scope["method"], scope["path"], authorization, body, time.time()))
         answer = self._refusal(scope["path"], authorization, body) or self._next(body.get("to"))
         if answer.hold is not None:
             await asyncio.to_thread(answer.hold.wait)
@@ -171,10 +129,3 @@ class FakeWhatsapp:
         await send({"type": "http.response.body", "body": payload})
         with self._lock:
             self.answered += 1
-
-    def __enter__(self) -> Self:
-        self._server, self._thread = serving.start(self._app, self.port, "fake WhatsApp Cloud API")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        serving.stop(self._server, self._thread)

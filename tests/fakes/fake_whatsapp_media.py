@@ -18,28 +18,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import orjson
 
 from tests.fakes import serving
+from tests.fakes.base import FakeServer
+from tests.fakes.fake_whatsapp import CloudRequest
 
 _MEDIA = re.compile(r"^/(v[0-9.]+)/([0-9]+)$")
 _MESSAGES = re.compile(r"^/(v[0-9.]+)/([0-9]+)/messages$")
 _DOWNLOAD = re.compile(r"^/download/([0-9]+)$")
-
-
-@dataclass(frozen=True)
-class CloudRequest:
-    method: str
-    path: str
-    authorization: str | None
-    body: Any
-    at: float
 
 
 @dataclass
@@ -56,42 +48,22 @@ def _error(status: int, code: int, message: str) -> tuple[int, dict[str, Any]]:
 
 
 @dataclass
-class FakeWhatsappMedia:
+class FakeWhatsappMedia(FakeServer[CloudRequest]):
     token: str
-    port: int = field(default_factory=serving.free_port)
-    requests: list[CloudRequest] = field(default_factory=list)
     media: dict[str, Stored] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._server: serving.uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    name = "fake WhatsApp Cloud API (media)"
+    waiting_for = "Cloud API requests"
 
     def add_media(self, media_id: str, content: bytes, mime_type: str, declared_size: int | None = None,
                   delay: float = 0.0) -> None:
         with self._lock:
             self.media[media_id] = Stored(content, mime_type, declared_size, delay)
 
-    def snapshot(self) -> list[CloudRequest]:
-        with self._lock:
-            return list(self.requests)
-
     def read_receipts(self) -> list[CloudRequest]:
         return [r for r in self.snapshot() if r.method == "POST" and _MESSAGES.match(r.path)]
 
-    def wait_for(self, condition: Callable[[list[CloudRequest]], bool], timeout: float = 15.0) -> list[CloudRequest]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.snapshot()
-            if condition(found):
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for Cloud API requests; got {[r.path for r in found[-5:]]}")
-            time.sleep(0.02)
+    def _describe(self, request: CloudRequest) -> Any:
+        return request.path
 
     def _answer(self, method: str, path: str, authorized: bool, body: Any) -> tuple[int, Any, str]:
         """(status, body as JSON or bytes, content type)."""
@@ -123,20 +95,10 @@ class FakeWhatsappMedia:
     async def _app(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            event = await receive()
-            raw += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = serving.json_or_text(await serving.read_body(receive))
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         authorization = headers.get("authorization")
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = raw.decode(errors="replace")
-        with self._lock:
-            self.requests.append(CloudRequest(scope["method"], scope["path"], authorization, body, time.time()))
+        self._record(CloudRequest(scope["method"], scope["path"], authorization, body, time.time()))
         download = _DOWNLOAD.match(scope["path"])
         stored = self.media.get(download.group(1)) if download else None
         if stored is not None and stored.delay:
@@ -145,10 +107,3 @@ class FakeWhatsappMedia:
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type.encode())]})
         await send({"type": "http.response.body", "body": data})
-
-    def __enter__(self) -> Self:
-        self._server, self._thread = serving.start(self._app, self.port, "fake WhatsApp Cloud API (media)")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        serving.stop(self._server, self._thread)

@@ -8,7 +8,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import uvicorn
+
+
+async def read_body(receive: Callable[[], Any]) -> bytes:
+    """The whole body of the request an ASGI app is answering."""
+    raw = b""
+    while True:
+        event = await receive()
+        raw += event.get("body", b"")
+        if not event.get("more_body"):
+            return raw
+
+
+def json_or_text(raw: bytes) -> Any:
+    """A request body as JSON, as text when it is not JSON, None when empty."""
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return raw.decode(errors="replace")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
