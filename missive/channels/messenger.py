@@ -27,16 +27,13 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
-    ValidationError,
 )
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -54,6 +51,7 @@ from missive.channels.base import (
     Unavailable,
     Undeliverable,
 )
+from missive.channels.callback_models import Id, Loose, M, Ref, validated
 from missive.config import Settings
 from missive.observability.exchanges import recorded_client
 from missive.store.tables import messages, provider_refs
@@ -215,62 +213,44 @@ class MalformedWebhook(ValueError):
     no page, user or message could have. The whole POST is refused (400)."""
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL")
-    return value
-
-
-# Graph ids are short and printable. The bounds keep an id, and the dedupe keys made of
-# it ("mid:{mid}:{n}", "delivered:{mid}"), within their columns.
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
-Ref = Annotated[str, StringConstraints(min_length=1, max_length=180), AfterValidator(_no_nul)]
-
-
-class _Loose(BaseModel):
-    # Facebook adds fields over time: only those read here are checked, and a missing
-    # one skips its event, while one of the wrong type refuses the body.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-
-class Sender(_Loose):
+class Sender(Loose):
     id: Id | None = None  # an opt-in from the checkbox plugin names a `user_ref` instead
 
 
-class Attachment(_Loose):
+class Attachment(Loose):
     type: str
     payload: Any = None  # its shape depends on the type (a link share's `fallback` may be null)
     title: str | None = None
 
 
-class Message(_Loose):
+class Message(Loose):
     mid: Ref | None = None
     text: str | None = None
     is_echo: bool = False
     attachments: list[Attachment] = []
 
 
-class Delivery(_Loose):
+class Delivery(Loose):
     mids: list[Ref] = []
     watermark: float | None = None
 
 
-class Read(_Loose):
+class Read(Loose):
     watermark: float | None = None
 
 
-class Messaging(_Loose):
+class Messaging(Loose):
     sender: Sender | None = None
     message: Message | None = None
     delivery: Delivery | None = None
     read: Read | None = None
 
 
-class Entry(_Loose):
+class Entry(Loose):
     id: Id
 
 
-class Envelope(_Loose):
+class Envelope(Loose):
     """Every Graph webhook, whatever its object (a page, an Instagram account, a user)."""
 
     object: str
@@ -285,16 +265,8 @@ class PageWebhook(Envelope):
     entry: list[PageEntry]  # type: ignore[assignment]
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
 def _validated(model: type[M], body: Any) -> M:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the body"
-        raise MalformedWebhook(f"Not a Facebook webhook: {where}: {first['msg']}") from None
+    return validated(model, body, MalformedWebhook, "Facebook webhook")
 
 
 def _number(value: Any) -> bool:

@@ -38,7 +38,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
 )
 
 from missive.channels.base import (
@@ -54,6 +53,7 @@ from missive.channels.base import (
     Unavailable,
     Undeliverable,
 )
+from missive.channels.callback_models import Id, Loose, no_nul, validated
 from missive.config import Settings
 from missive.observability.exchanges import recorded_client
 from missive.url_guard import AddressGuard, guarded_session, head_length
@@ -291,41 +291,29 @@ class MalformedCallback(ValueError):
     or token no user or message could have. Refused (400), nothing stored."""
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL")
-    return value
-
-
 # Viber user ids are 24 characters of base64; the bound keeps them within `from_addr`.
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+UserId = Id
 # A 64-bit integer (orjson reads a larger one as a float, refused here).
 Token = Annotated[int, Field(ge=-(2**63), lt=2**64)]
-Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(_no_nul)]
+Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(no_nul)]
 
 
-class _Loose(BaseModel):
-    # Only the fields read here are checked: a missing one skips what needs it, one of
-    # the wrong type refuses the callback.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-
-class User(_Loose):
+class User(Loose):
     id: UserId
 
 
-class Where(_Loose):
+class Where(Loose):
     lat: float | None = None
     lon: float | None = None
     long: float | None = None  # what some clients send instead of `lon`
     address: str | None = None
 
 
-class Contact(_Loose):
+class Contact(Loose):
     phone_number: Phone | None = None
 
 
-class Message(_Loose):
+class Message(Loose):
     type: str
     text: str | None = None
     media: str | None = None
@@ -333,7 +321,7 @@ class Message(_Loose):
     contact: Contact | None = None
 
 
-class CallbackBody(_Loose):
+class CallbackBody(Loose):
     event: str
     message_token: Token | None = None
     user_id: UserId | None = None
@@ -347,12 +335,7 @@ def parse_callback(body: bytes, header: str | None, link: ChannelLink) -> Callba
     """Verify and parse one callback: BadSignature when refused, MalformedCallback (or
     orjson's JSONDecodeError, both ValueErrors) when it is not Viber's shape."""
     verify(body, header, str(link.config.get("auth_token") or ""))
-    try:
-        data = CallbackBody.model_validate(orjson.loads(body))
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the body"
-        raise MalformedCallback(f"Not a Viber callback: {where}: {first['msg']}") from None
+    data = validated(CallbackBody, orjson.loads(body), MalformedCallback, "Viber callback")
     event, token = data.event, data.message_token
     key = f"{event}:{token}" if token is not None else None
     result = Callback([], [], [])

@@ -25,18 +25,15 @@ This module never touches storage or the network.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
-    ValidationError,
 )
 
 from missive.channels.base import InboundEvent, StatusEvent
+from missive.channels.callback_models import Id, Loose, M, Ref, validated
 
 OBJECT = "whatsapp_business_account"
 
@@ -71,21 +68,8 @@ class MalformedWhatsAppWebhook(ValueError):
     number, user or message could have. The whole POST is refused (400)."""
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL")
-    return value
-
-
-# Bounded so that an id, and the dedupe keys made of it ("msg:{wamid}"), fit their columns.
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
-Ref = Annotated[str, StringConstraints(min_length=1, max_length=180), AfterValidator(_no_nul)]
-
-
-class _Loose(BaseModel):
-    # Meta adds fields over time: only those read here are checked; one of the wrong
-    # type refuses the body.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, populate_by_name=True)
+class _Loose(Loose):
+    model_config = ConfigDict(populate_by_name=True)  # `from_` by name as well as by its alias
 
 
 class Metadata(_Loose):
@@ -233,16 +217,8 @@ class Webhook(_Loose):
     entry: list[Entry]
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
 def _validated(model: type[M], body: Any) -> M:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the body"
-        raise MalformedWhatsAppWebhook(f"Not a WhatsApp webhook: {where}: {first['msg']}") from None
+    return validated(model, body, MalformedWhatsAppWebhook, "WhatsApp webhook")
 
 
 @dataclass(frozen=True)
