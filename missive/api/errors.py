@@ -111,6 +111,14 @@ def database_fault(
     return unavailable(unavailable_detail) if unavailable_detail else unavailable()
 
 
+def provider_error(detail: str, retryable: bool) -> ProblemError:
+    """A provider refused what a request asked of it: 503 to retry (in 5 s), else 502."""
+    return ProblemError(
+        503 if retryable else 502, f"{ERRORS}#provider-error", "Provider error", detail,
+        headers={"Retry-After": "5"} if retryable else {},
+    )
+
+
 def problem_response(problem: ProblemError, trace_id: str | None = None) -> Response:
     trace_id = trace_id or trace_id_or_new()
     body: dict[str, object] = {

@@ -25,12 +25,11 @@ from starlette.routing import Route
 from missive.api import inbound_whatsapp, meta_webhooks
 from missive.api.body import parse_json, read_body, read_json
 from missive.api.errors import (
-    ERRORS,
     InvalidParameter,
-    ProblemError,
     invalid_json,
     invalid_params,
     not_found,
+    provider_error,
     unauthorized,
 )
 from missive.api.meta_webhooks import Links, links_by, verified_links
@@ -171,11 +170,7 @@ async def _mark_seen(settings: Any, user: str, link_row: dict[str, Any], typing:
             action = "typing_on"
             await channel.typing_on(user, link)
     except SendError as error:
-        status = 503 if error.retryable else 502
-        raise ProblemError(
-            status, f"{ERRORS}#provider-error", "Provider error", f"Facebook refused {action}: {error.reason}",
-            headers={"Retry-After": "5"} if error.retryable else {},
-        ) from None
+        raise provider_error(f"Facebook refused {action}: {error.reason}", error.retryable) from None
     finally:
         await channel.close()
 

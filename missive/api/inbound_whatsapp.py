@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from missive.api import meta_webhooks
 from missive.api.body import parse_json, read_body
-from missive.api.errors import ERRORS, ProblemError, invalid_json, unauthorized
+from missive.api.errors import invalid_json, provider_error, unauthorized
 from missive.api.meta_webhooks import Links, links_by, verified_links
 from missive.api.services import Services, services
 from missive.channels.base import InboundEvent, SendError, StatusEvent
@@ -190,11 +190,7 @@ async def mark_read(svc: Services, account_id: str, row: dict[str, Any], typing:
     try:
         await api.mark_read(link["config"], wamid, typing)
     except SendError as error:
-        status = 503 if error.retryable else 502
-        raise ProblemError(
-            status, f"{ERRORS}#provider-error", "Provider error", f"WhatsApp refused the read receipt: {error.reason}",
-            headers={"Retry-After": "5"} if error.retryable else {},
-        ) from None
+        raise provider_error(f"WhatsApp refused the read receipt: {error.reason}", error.retryable) from None
     finally:
         await api.close()
 
