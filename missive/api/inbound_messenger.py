@@ -23,16 +23,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from missive.api import inbound_whatsapp, meta_webhooks
-from missive.api.body import parse_json, read_body, read_json
+from missive.api.body import read_json
 from missive.api.errors import (
     InvalidParameter,
     invalid_json,
     invalid_params,
     not_found,
     provider_error,
-    unauthorized,
 )
-from missive.api.meta_webhooks import Links, links_by, verified_links
+from missive.api.meta_webhooks import Links, links_by
 from missive.api.responses import json_response
 from missive.api.services import services
 from missive.channels.base import ChannelLink, InboundEvent, SendError, StatusEvent
@@ -79,18 +78,10 @@ async def _resolve(engine: AsyncEngine, link_id: str, parsed: list) -> tuple[lis
 
 async def receive(request: Request) -> Response:
     svc = services(request)
-    raw = await read_body(request, svc.settings.max_body_bytes)
-    signature = request.headers.get("x-hub-signature-256")
-    if not signature:
-        raise unauthorized()
-    body = parse_json(raw)
     # Only the page ids are read before the signature is checked; the events only of
     # a body a link's secret signed.
-    try:
-        pages = entry_pages(body)
-    except ValueError:
-        raise invalid_json("Not a Messenger webhook body.") from None
-    verified = verified_links(raw, signature, pages, await page_links(svc.engine))
+    body, verified = await meta_webhooks.signed_body(
+        request, svc.settings.max_body_bytes, entry_pages, lambda: page_links(svc.engine), "Messenger")
     if not verified:
         return PlainTextResponse("EVENT_RECEIVED")
     try:

@@ -33,9 +33,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from missive.api import meta_webhooks
-from missive.api.body import parse_json, read_body
-from missive.api.errors import invalid_json, provider_error, unauthorized
-from missive.api.meta_webhooks import Links, links_by, verified_links
+from missive.api.errors import invalid_json, provider_error
+from missive.api.meta_webhooks import Links, links_by
 from missive.api.services import Services, services
 from missive.channels.base import InboundEvent, SendError, StatusEvent
 from missive.channels.whatsapp_callbacks import Inbound, parse_webhook, phone_number_ids
@@ -59,17 +58,9 @@ async def handshake(request: Request) -> Response:
 
 async def receive(request: Request) -> Response:
     svc = services(request)
-    raw = await read_body(request, svc.settings.max_body_bytes)
-    signature = request.headers.get("x-hub-signature-256")
-    if not signature:
-        raise unauthorized()
-    body = parse_json(raw)
     # Only the phone-number ids are read before the signature is checked.
-    try:
-        phones = phone_number_ids(body)
-    except ValueError:
-        raise invalid_json("Not a WhatsApp webhook body.") from None
-    verified = verified_links(raw, signature, phones, await phone_links(svc.engine))
+    body, verified = await meta_webhooks.signed_body(
+        request, svc.settings.max_body_bytes, phone_number_ids, lambda: phone_links(svc.engine), "WhatsApp")
     if not verified:
         return PlainTextResponse("EVENT_RECEIVED")
     numbers = {phone: str(row["config"].get("phone_number") or "") for phone, row in verified.items()}

@@ -9,13 +9,15 @@ signed the body, never to whoever linked it first.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from missive.api.errors import ERRORS, ProblemError, unauthorized
+from missive.api.body import parse_json, read_body
+from missive.api.errors import ERRORS, ProblemError, invalid_json, unauthorized
 from missive.channels.messenger import signature_ok
 from missive.store.links import links_of_kinds
 
@@ -43,6 +45,25 @@ def handshake(request: Request, links: Links, what: str) -> Response:
         if any(matches):
             return PlainTextResponse(challenge)
     raise ProblemError(403, f"{ERRORS}#forbidden", "Forbidden", f"The verify token matches no {what} link.")
+
+
+async def signed_body(
+    request: Request, max_bytes: int, names_of: Callable[[Any], list[str]],
+    load_links: Callable[[], Awaitable[Links]], what: str,
+) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """A webhook POST's JSON body and, by object it names, the link that signed it
+    (verified_links). Unsigned: 401; objects unreadable (`names_of` raised ValueError):
+    400. Only the object ids are read before the signature is checked."""
+    raw = await read_body(request, max_bytes)
+    signature = request.headers.get("x-hub-signature-256")
+    if not signature:
+        raise unauthorized()
+    body = parse_json(raw)
+    try:
+        names = names_of(body)
+    except ValueError:
+        raise invalid_json(f"Not a {what} webhook body.") from None
+    return body, verified_links(raw, signature, names, await load_links())
 
 
 def verified_links(raw: bytes, signature: str, names: list[str], links: Links) -> dict[str, dict[str, Any]]:
