@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import jwt
@@ -23,6 +24,9 @@ from missive.config import Settings
 from missive.store import accounts as account_store
 from missive.store import applications as app_store
 from missive.store.db import make_engine, migrate
+
+if TYPE_CHECKING:
+    from tests.fakes.webhook_receiver import WebhookReceiver
 
 # Set by `python -m tests.postgres run -- ...` (make test's second pass): every data
 # directory then gets its own database on that cluster instead of an SQLite file.
@@ -213,3 +217,13 @@ def provisioned_server(data_dir: Path, *args: str, env: dict[str, str] | None = 
     server.signature_secret = account["signature_secret"]
     server.app_id, server.private_key = app["id"], app["private_key"]
     return server
+
+
+def send_webhooks_to(server: Server, receiver: WebhookReceiver) -> None:
+    """Points the server's application's status and inbound webhooks at `receiver`'s
+    /status and /inbound."""
+    body = {"name": "tests", "capabilities": {"messages": {"webhooks": {
+        "status_url": {"address": receiver.url("/status"), "http_method": "POST"},
+        "inbound_url": {"address": receiver.url("/inbound"), "http_method": "POST"}}}}}
+    with server.client() as client:
+        assert client.put(f"/v2/applications/{server.app_id}", json=body, auth=server.basic).status_code == 200

@@ -39,7 +39,7 @@ from missive.channels.messenger import MessengerChannel, Watermark, parse_webhoo
 from missive.config import Settings
 from tests.fakes.fake_graph import Answer, FakeGraph, error, ok
 from tests.fakes.webhook_receiver import Hook, WebhookReceiver
-from tests.harness import Server, missive, missive_json, provisioned_server
+from tests.harness import Server, missive, missive_json, provisioned_server, send_webhooks_to
 
 PAGE, TOKEN, SECRET, VERIFY = "1122334455", "EAAGpagetoken-s3cr3t", "app-secret-0f9e", "verify-me"
 CONFIG = {"page_id": PAGE, "page_token": TOKEN, "app_secret": SECRET, "verify_token": VERIFY}
@@ -276,11 +276,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with FakeGraph() as graph, WebhookReceiver() as receiver:
         server = provisioned_server(data_dir, env={**FAST, "MISSIVE_GRAPH_API_URL": graph.url})
         try:
-            with server.client() as client:
-                body = {"name": "tests", "capabilities": {"messages": {"webhooks": {
-                    "status_url": {"address": receiver.url("/status"), "http_method": "POST"},
-                    "inbound_url": {"address": receiver.url("/inbound"), "http_method": "POST"}}}}}
-                assert client.put(f"/v2/applications/{server.app_id}", json=body, auth=server.basic).status_code == 200
+            send_webhooks_to(server, receiver)
             link = missive_json(data_dir, "channel", "add", "messenger", "--page-id", PAGE, "--page-token", TOKEN,
                                 "--app-secret", SECRET, "--verify-token", VERIFY, "--app", server.app_id)
             yield Live(server, graph, receiver, link)

@@ -23,7 +23,7 @@ import pytest
 from missive.dispatch import whatsapp_rules
 from tests.fakes.fake_whatsapp import FakeWhatsapp, error
 from tests.fakes.webhook_receiver import Hook, WebhookReceiver
-from tests.harness import Server, missive, missive_json, provisioned_server
+from tests.harness import Server, missive, missive_json, provisioned_server, send_webhooks_to
 
 NUMBER_ID, WABA, TOKEN, SECRET, VERIFY = "106540352242922", "102290129340398", "EAAGwa-f4ilover", "wa-app-secret-f", "wa-verify-f"
 BUSINESS = "447700900100"
@@ -91,11 +91,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with FakeWhatsapp(token=TOKEN) as cloud, WebhookReceiver() as receiver:
         server = provisioned_server(data_dir, env={**FAST, "MISSIVE_GRAPH_API_URL": cloud.url})
         try:
-            with server.client() as client:
-                body = {"name": "tests", "capabilities": {"messages": {"webhooks": {
-                    "status_url": {"address": receiver.url("/status"), "http_method": "POST"},
-                    "inbound_url": {"address": receiver.url("/inbound"), "http_method": "POST"}}}}}
-                assert client.put(f"/v2/applications/{server.app_id}", json=body, auth=server.basic).status_code == 200
+            send_webhooks_to(server, receiver)
             missive_json(data_dir, "channel", "add", "whatsapp", "--phone-number-id", NUMBER_ID, "--waba-id", WABA,
                          "--access-token", TOKEN, "--app-secret", SECRET, "--verify-token", VERIFY,
                          "--phone-number", BUSINESS, "--app", server.app_id, "--json")

@@ -36,7 +36,14 @@ from missive.store.links import create_link
 from missive.store.tables import messages, provider_refs
 from tests.fakes.fake_whatsapp_media import FakeWhatsappMedia
 from tests.fakes.webhook_receiver import Hook, WebhookReceiver
-from tests.harness import Server, provisioned_server, query, settings_for, sync_engine
+from tests.harness import (
+    Server,
+    provisioned_server,
+    query,
+    send_webhooks_to,
+    settings_for,
+    sync_engine,
+)
 
 PHONE, WABA, TOKEN, SECRET, VERIFY = "106540352242922", "102290129340398", "EAAGwa-token-s3cr3t", "wa-app-secret-1", "wa-verify"
 BUSINESS = "15550001111"
@@ -231,11 +238,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with FakeWhatsappMedia(token=TOKEN) as cloud, WebhookReceiver() as receiver:
         server = provisioned_server(data_dir, env={**FAST, "MISSIVE_GRAPH_API_URL": cloud.url})
         try:
-            with server.client() as client:
-                body = {"name": "tests", "capabilities": {"messages": {"webhooks": {
-                    "status_url": {"address": receiver.url("/status"), "http_method": "POST"},
-                    "inbound_url": {"address": receiver.url("/inbound"), "http_method": "POST"}}}}}
-                assert client.put(f"/v2/applications/{server.app_id}", json=body, auth=server.basic).status_code == 200
+            send_webhooks_to(server, receiver)
             link, other = _setup(data_dir, server, receiver)
             yield Live(server, cloud, receiver, link, other)
         finally:
