@@ -297,7 +297,7 @@ def test_channels_want_account_basic_auth(links: Links, method: str, path: str) 
     [
         ({"kind": "carrier-pigeon", "channel": "sms", "name": "x"}, ["kind"]),
         ({"kind": "sandbox", "channel": "fax", "name": "x"}, ["channel"]),
-        ({"kind": "sandbox", "channel": "whatsapp", "name": "x"}, ["channel"]),
+        ({"kind": "sandbox", "channel": "mms", "name": "x"}, ["channel"]),
         (
             {"kind": "sandbox", "channel": "sms", "name": "x", "config": {"delivered_after": -1}},
             ["config.delivered_after"],
