@@ -138,3 +138,16 @@ def test_an_accept_writes_no_client_ref_index_entry_nor_outbox_rowid(tmp_path: P
     # A lookup by client_ref still finds its index (`=` implies NOT NULL).
     plan = query(tmp_path, "EXPLAIN QUERY PLAN SELECT uuid FROM messages WHERE account_id = 'a' AND client_ref = 'r'")
     assert any("ix_messages_client_ref" in row[-1] for row in plan), plan
+
+
+def test_the_newest_revision_read_from_file_names_is_alembic_s_one_head() -> None:
+    # `migrate` skips Alembic (and its import) when the database is at newest_revision():
+    # the files must name their revisions and follow each other in one line.
+    from alembic.script import ScriptDirectory
+
+    from missive.store.db import newest_revision
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == [newest_revision()]
+    for revision in script.walk_revisions():
+        assert Path(revision.path).name.startswith(f"{revision.revision}_")

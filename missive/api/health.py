@@ -8,7 +8,6 @@ is open unless MISSIVE_METRICS_TOKEN is set (then it wants `Authorization: Beare
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
 import os
@@ -16,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -36,7 +34,7 @@ from missive.api.errors import (
 from missive.api.responses import json_response
 from missive.config import Settings
 from missive.observability import metrics
-from missive.store.db import alembic_config
+from missive.store.db import newest_revision
 
 log = logging.getLogger("missive.api")
 
@@ -44,10 +42,9 @@ log = logging.getLogger("missive.api")
 READY_TIMEOUT = 5.0
 
 
-@functools.lru_cache(maxsize=1)
 def head_revisions() -> frozenset[str]:
     """The newest migration(s) this code ships."""
-    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+    return frozenset({newest_revision()})
 
 
 def not_ready(detail: str) -> ProblemError:

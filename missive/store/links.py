@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from missive.channels.registry import secret_keys
 from missive.secrets_box import Keyring, keyring_of, open_config, seal_config, sealed_id
 from missive.store.config_version import bump
 from missive.store.locks import lock_name
@@ -28,14 +27,22 @@ from missive.store.tables import channel_links
 _KEY_LOCK = "link-secrets-key"
 
 
+def _secret_keys(kind: str) -> tuple[str, ...]:
+    # The channel registry imports every channel (and aiohttp, pydantic models): ~0.2 s
+    # of a CLI command that never opens a link's config, so it is imported on first use.
+    from missive.channels.registry import secret_keys
+
+    return secret_keys(kind)
+
+
 def _opened(keyring: Keyring, row: dict[str, Any]) -> dict[str, Any]:
     """The row with its secret config values decrypted."""
-    return {**row, "config": open_config(keyring, row["id"], row["config"] or {}, secret_keys(row["kind"]))}
+    return {**row, "config": open_config(keyring, row["id"], row["config"] or {}, _secret_keys(row["kind"]))}
 
 
 def _sealed(keyring: Keyring, row: dict[str, Any]) -> dict[str, Any]:
     """The (plaintext) config of a row as it is stored: its secret values encrypted."""
-    return seal_config(keyring, row["id"], row["config"], secret_keys(row["kind"]))
+    return seal_config(keyring, row["id"], row["config"], _secret_keys(row["kind"]))
 
 
 async def _read(engine: AsyncEngine, query: Select) -> list[dict[str, Any]]:
@@ -135,7 +142,7 @@ async def reseal_all(engine: AsyncEngine) -> dict[str, int]:
         await lock_name(conn, _KEY_LOCK)
         rows = [dict(r._mapping) for r in await conn.execute(select(channel_links).with_for_update())]
         for row in rows:
-            names = [n for n in secret_keys(row["kind"]) if isinstance((row["config"] or {}).get(n), str)]
+            names = [n for n in _secret_keys(row["kind"]) if isinstance((row["config"] or {}).get(n), str)]
             if not names:
                 continue
             opened = _opened(keyring, row)
