@@ -59,6 +59,13 @@ MESSAGE = {
         "webhook_url": {"type": "string"},
         "workflow_id": {"type": "string"},
         "application_id": {"type": "string"},
+        "channel_link": {
+            "type": "object",
+            "description": "The link that carried (or refused) the message; `sandbox:<channel>` for the built-in sandbox. "
+                           "Absent until a link took it.",
+            "required": ["id", "kind"],
+            "properties": {"id": {"type": "string"}, "kind": {"type": "string"}},
+        },
         "content": {"type": "object"},
         "history": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}},
         "webhooks": {
