@@ -278,19 +278,20 @@ class SmsChannel:
     async def _submit_logged(self, pool: SmppPool, params: dict[str, Any]) -> str:
         """`_submit`, with the submit_sm and its answer in the message's provider log."""
         if exchanges.current() is None:
-            return await self._submit(pool, params)
+            return (await self._submit(pool, params))[0]
         exchanges.record("out", "smpp", *pdu_log.submit_sm(params))
         try:
-            smsc_id = await self._submit(pool, params)
+            smsc_id, read_at = await self._submit(pool, params)
         except SendError as error:
             exchanges.record("in", "smpp", *pdu_log.submit_failed(error.reason))
             raise
-        exchanges.record("in", "smpp", *pdu_log.submit_sm_resp(smsc_id))
+        # Stamped when it was read, so that it comes before a receipt read after it.
+        exchanges.record("in", "smpp", *pdu_log.submit_sm_resp(smsc_id), at=read_at)
         return smsc_id
 
-    async def _submit(self, pool: SmppPool, params: dict[str, Any]) -> str:
+    async def _submit(self, pool: SmppPool, params: dict[str, Any]) -> tuple[str, float]:
         try:
-            return await pool.submit(params)
+            return await pool.submit_timed(params)
         except SmppError as error:
             if error.status in (ESME_RTHROTTLED, ESME_RMSGQFUL):
                 raise Throttled(1.0, f"SMSC: {error.name}") from None

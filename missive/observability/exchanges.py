@@ -145,11 +145,13 @@ def current() -> Recorder | None:
     return _current.get()
 
 
-def record(direction: str, protocol: str, summary: str, detail: dict[str, Any] | None = None) -> None:
-    """Add an exchange to the current send's log; nothing outside a recorded send."""
+def record(direction: str, protocol: str, summary: str, detail: dict[str, Any] | None = None,
+           at: float | None = None) -> None:
+    """Add an exchange to the current send's log (at `at`, else now); nothing outside a
+    recorded send."""
     recorder = _current.get()
     if recorder is not None:
-        recorder.add(Exchange(direction, protocol, summary, detail or {}, time.time()))
+        recorder.add(Exchange(direction, protocol, summary, detail or {}, time.time() if at is None else at))
 
 
 # -- HTTP ---------------------------------------------------------------------------------

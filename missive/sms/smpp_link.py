@@ -17,8 +17,9 @@ class SessionDown(Exception):
     """No usable bind, or the connection dropped, or no response in time."""
 
 
-# (command_status, decoded PDU or None); a submit_sm_resp's is its message_id (str).
-Response = tuple[int, Any]
+# (command_status, decoded PDU or None, when it was read: time.time()); a
+# submit_sm_resp's decoded PDU is its message_id (str).
+Response = tuple[int, Any, float]
 
 
 class Link:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,18 +109,23 @@ class SmppBind:
 
     async def submit(self, params: dict[str, Any]) -> str:
         """Send one submit_sm and return the SMSC's message_id."""
+        return (await self.submit_timed(params))[0]
+
+    async def submit_timed(self, params: dict[str, Any]) -> tuple[str, float]:
+        """`submit`, and when its submit_sm_resp was read (time.time()): a deliver_sm read
+        just after it may be handled before the waiting send resumes."""
         data = pdus.encode_submit(0, params)  # bad fields fail here, before any waiting
         link = await self._ready_link()
         await link.take_slot()
         try:
-            status, resp = await self._request(link, "submit_sm", data=data)
+            status, resp, read_at = await self._request(link, "submit_sm", data=data)
         finally:
             link.release()
         if status != pdus.ESME_ROK:
             if status == pdus.ESME_RINVBNDSTS:
                 link.shut("the SMSC says we are not bound")
             raise SmppError(status)
-        return str(resp)
+        return str(resp), read_at
 
     async def close(self) -> None:
         """Unbind gracefully (waiting briefly for unbind_resp) and stop reconnecting."""
@@ -174,7 +180,7 @@ class SmppBind:
                 link = await self._connect()
                 self._link = link
                 reader = loop.create_task(self._read(link), name=f"smpp-{self.name}-read")
-                status, _ = await self._request(
+                status, _, _ = await self._request(
                     link, "bind_transceiver", system_id=self.config.system_id, password=self.config.password,
                     system_type=self.config.system_type,
                 )
@@ -305,7 +311,7 @@ class SmppBind:
             status = pdus.ESME_RUNKNOWNERR  # a nack is never a success
         future = link.pending.get(sequence)
         if future is not None and not future.done():
-            future.set_result((status, decoded))
+            future.set_result((status, decoded, time.time()))
         elif command_id == pdus.GENERIC_NACK:
             log.warning("%s: generic_nack %s for sequence %d", self.name, pdus.status_name(status), sequence)
 
@@ -365,6 +371,10 @@ class SmppPool:
                 wait.cancel()
 
     async def submit(self, params: dict[str, Any]) -> str:
+        return (await self.submit_timed(params))[0]
+
+    async def submit_timed(self, params: dict[str, Any]) -> tuple[str, float]:
+        """`Bind.submit_timed` on the least loaded bound session."""
         if not self.bound_count and not await self.wait_bound(self.config.response_timeout):
             last = next((b.last_error for b in self.binds if b.last_error), None) or "connecting"
             raise SessionDown(f"{self.name}: no bound session: {last}")
@@ -373,7 +383,7 @@ class SmppPool:
             raise SessionDown(f"{self.name}: no bound session")
         # Least loaded first; ties drawn at random, so an idle pool spreads its submits too.
         _, _, best = min((load, random.random(), i) for load, i in loads)
-        return await self.binds[best].submit(params)
+        return await self.binds[best].submit_timed(params)
 
     async def close(self) -> None:
         await asyncio.gather(*(bind.close() for bind in self.binds))
