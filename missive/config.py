@@ -104,8 +104,11 @@ class Settings(BaseSettings):
     media_fetch_timeout: float = 10.0
     media_retention_days: float = 7.0
     media_prune_interval: float = 60.0
-    # How often the dispatcher opens sessions of new SMPP links and closes removed ones.
+    # How often the dispatcher opens sessions of new SMPP links and closes removed ones,
+    # and the least time its bind slots are held for (dispatch/sessions.py: three rounds,
+    # and at least this long, so that a busy process keeps its binds).
     sessions_interval: float = 5.0
+    bind_lease_min: float = 10.0
 
     # The sandbox channel's simulated receipts, and an optional log of what reached it.
     sandbox_delivered_after: float = 1.0

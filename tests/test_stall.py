@@ -3,7 +3,8 @@ SQLite lock or a VM pause would) gets its SMPP binds back by itself once it runs
 or, when another process took them meanwhile, closes its own and leaves them to it.
 
 Real `missive serve` / `missive dispatch` subprocesses, the SMSC simulator on 127.0.0.1,
-sessions rounds of 0.3 s: the bind lease is then its floor, LEASE_MIN seconds.
+sessions rounds of 0.3 s and a bind lease floor of 4 s (MISSIVE_BIND_LEASE_MIN; 10 s by
+default): the bind lease is then that floor.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from contextlib import contextmanager
 
 import httpx
 
-from missive.dispatch.sessions import LEASE_MIN, LEASE_ROUNDS
+from missive.dispatch.sessions import LEASE_ROUNDS
 from tests.fakes.fake_smsc import FakeSMSC
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.harness import Server, missive, missive_json, provisioned_server, query
 from tests.test_shared_dispatch import api_only, dispatchers, holding, post, wait_statuses
 
 INTERVAL = 0.3
+LEASE_MIN = 4.0
 LEASE = max(LEASE_MIN, LEASE_ROUNDS * INTERVAL)
 FAST = {
+    "MISSIVE_BIND_LEASE_MIN": str(LEASE_MIN),
     "MISSIVE_DISPATCH_BACKOFF_BASE": "0.05",
     "MISSIVE_WEBHOOK_BACKOFF_BASE": "0.05",
     "MISSIVE_POLL_INTERVAL": "0.05",
@@ -88,7 +91,8 @@ def test_a_frozen_holder_whose_slot_was_taken_closes_its_bind(tmp_path) -> None:
     with FakeSMSC() as smsc, WebhookReceiver() as receiver, api_only(tmp_path, receiver) as server:
         missive_json(tmp_path, "channel", "add", "sms", "--host", "127.0.0.1", "--port", str(smsc.port),
                      "--system-id", "missive", "--password", "secret", "--binds", "1", "--default", "--json")
-        with dispatchers(tmp_path, 2, {"MISSIVE_SESSIONS_INTERVAL": str(INTERVAL)}) as running:
+        with dispatchers(tmp_path, 2, {"MISSIVE_SESSIONS_INTERVAL": str(INTERVAL),
+                                       "MISSIVE_BIND_LEASE_MIN": str(LEASE_MIN)}) as running:
             smsc.wait_for(lambda s: s["bound"] == 1, timeout=20)
             [first] = holding(tmp_path, running)
             [second] = [d for d in running if d is not first]

@@ -29,10 +29,9 @@ from missive.waiting import Outage, wait_any
 log = logging.getLogger("missive.dispatch")
 
 # A dispatcher is alive, and its slots held, for this many sessions intervals, and at
-# least LEASE_MIN seconds: a round held up by a busy process must not let another
-# process take a slot whose bind is still up.
+# least MISSIVE_BIND_LEASE_MIN seconds (10): a round held up by a busy process must not
+# let another process take a slot whose bind is still up.
 LEASE_ROUNDS = 3
-LEASE_MIN = 10.0
 
 
 class SessionKeeper:
@@ -68,7 +67,7 @@ class SessionKeeper:
 
     async def _round(self) -> None:
         interval = self._settings.sessions_interval
-        lease = max(LEASE_MIN, LEASE_ROUNDS * interval)
+        lease = max(self._settings.bind_lease_min, LEASE_ROUNDS * interval)
         rows = await links_of_kinds(self._engine, list(self._channels))
         now = self._clock()
         if self._leased_until and now > self._leased_until:
