@@ -282,7 +282,8 @@ class Dispatcher:
         targets = self._leasing()
         outcomes = [item for item in items if isinstance(item, Outcome)]
         pushed = [item for item in items if not isinstance(item, Outcome)]
-        await lock_names(conn, lock_names_of(outcomes) + event_lock_names(pushed))
+        if conn.dialect.name == "postgresql":  # (store/locks.py: nothing to lock on SQLite)
+            await lock_names(conn, lock_names_of(outcomes) + event_lock_names(pushed))
         if outcomes:
             await write_outcomes(conn, targets, outcomes)
         if pushed:
@@ -411,7 +412,7 @@ class Dispatcher:
                 uuid=uuid, channel=message["channel"], message_type=message["message_type"],
                 to=to, sender=message["from_addr"], body=message["body"], attempt=attempt,
             )
-            await self._wait_turn(uuid, link, _units(message))
+            await self._wait_turn(uuid, link, message)
             # Out of the window once its result is committed (`_send`).
             await self._window.enter(uuid)
             result = await metrics.timed_send(message["channel"], channel.send(outbound, link))
@@ -449,10 +450,11 @@ class Dispatcher:
                 raise refusal
             return await viber_rules.recipient(conn, message, link)
 
-    async def _wait_turn(self, uuid: str, link: ChannelLink, units: int) -> None:
+    async def _wait_turn(self, uuid: str, link: ChannelLink, message: dict[str, Any]) -> None:
         """Wait for the link's rate to allow this message. A wait longer than half the
         lease first extends the claim, so that no other dispatcher sends it meanwhile."""
-        wait = await self._limiter.delay(link.id, link.tps, units)
+        # Its parts are counted only against a rate (encoding a text costs ~10 us).
+        wait = await self._limiter.delay(link.id, link.tps, _units(message) if link.tps else 1)
         if wait <= 0:
             return
         if wait > self._settings.lease_seconds / 2:
