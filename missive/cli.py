@@ -216,7 +216,12 @@ def dispatch(
     if metrics_host is not None:
         settings.dispatch_metrics_host = metrics_host
     tune_gc()
-    asyncio.run(run_dispatcher(settings))
+    import uvloop
+
+    # The same event loop as `serve` (uvicorn's "uvloop"): asyncio's own costs the
+    # dispatcher more per message in its loop's Python (py-spy on the peers' harness).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_dispatcher(settings))
 
 
 @channel_cli.command("list")

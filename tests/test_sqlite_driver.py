@@ -8,6 +8,8 @@ close) and one more for the rollback at every checkout.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -211,3 +213,74 @@ def test_inserts_go_as_multi_row_statements_of_powers_of_two(tmp_path: Path) -> 
         assert count == 100
 
     _with_engine(tmp_path, run)
+
+
+def _lock_free(database: Path) -> bool:
+    """Whether another process could take the writer lock file now."""
+    fd = os.open(str(database) + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_the_writer_lock_file_is_held_for_exactly_a_transaction(tmp_path: Path) -> None:
+    database = tmp_path / "missive.db"
+
+    async def run(engine: AsyncEngine) -> None:
+        assert _lock_free(database)
+        async with engine.begin() as conn:
+            await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
+            assert not _lock_free(database)
+        assert _lock_free(database)
+        # A statement that fails inside the transaction: held until the rollback.
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            async with engine.begin() as conn:
+                await conn.execute(select(webhook_attempts.c.webhook_id))
+                assert not _lock_free(database)
+                await conn.execute(text("SELECT * FROM no_such_table"))
+        assert _lock_free(database)
+        # A batch of writes in one hop (bulk.write_at_once), and a read-only transaction.
+        async with engine.connect() as conn:
+            await write_at_once(conn, [(webhook_attempts, [_attempt("w-2", 500)])])
+            assert _lock_free(database)
+        async with engine.connect() as conn:
+            await conn.execute(select(webhook_attempts.c.webhook_id))
+            assert not _lock_free(database)
+        assert _lock_free(database)
+
+    _with_engine(tmp_path, run)
+
+
+def test_a_second_process_waits_for_the_writer_lock_and_then_writes(tmp_path: Path) -> None:
+    # Another engine on the same file stands for another process (its own lock file
+    # descriptor): its transaction begins once the first one's commits, without
+    # SQLite's "database is locked" and without waiting out the busy timeout.
+    async def run(first: AsyncEngine) -> None:
+        second = make_engine(settings_for(tmp_path, sqlite_busy_timeout=30.0))
+        try:
+            async with first.begin() as conn:
+                await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
+                waiting = asyncio.ensure_future(_insert(second, "w-2"))
+                await asyncio.sleep(0.3)
+                assert not waiting.done()
+            started = asyncio.get_running_loop().time()
+            await asyncio.wait_for(waiting, 10)
+            assert asyncio.get_running_loop().time() - started < 5
+            async with first.connect() as conn:
+                ids = (await conn.execute(select(webhook_attempts.c.webhook_id))).scalars().all()
+            assert sorted(ids) == ["w-1", "w-2"]
+        finally:
+            await second.dispose()
+
+    _with_engine(tmp_path, run)
+
+
+async def _insert(engine: AsyncEngine, webhook_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(insert(webhook_attempts).values(_attempt(webhook_id, 200)))
