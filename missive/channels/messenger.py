@@ -22,14 +22,12 @@ the caller resolves into the messages it covers (`refs_before_watermark`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,6 +36,7 @@ from pydantic import (
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from missive.channels import graph_post
 from missive.channels.base import (
     ChannelLink,
     InboundEvent,
@@ -163,21 +162,8 @@ class MessengerChannel:
         token = link.config.get("page_token")
         if not isinstance(token, str) or not token:
             raise Misconfigured("the Messenger link has no page_token")
-        try:
-            async with asyncio.timeout(self._deadline):
-                response = await self._client.post(self._url, params={"access_token": token}, json=body)
-        except (TimeoutError, httpx.TimeoutException):
-            raise Unavailable("Graph API timed out") from None
-        except httpx.HTTPError as exc:
-            # The exception text may carry the URL, and so the token: only its type is kept.
-            raise Unavailable(f"Graph API unreachable ({type(exc).__name__})") from None
-        try:
-            parsed = response.json()
-        except ValueError:
-            parsed = None
-        if response.status_code != 200 or not isinstance(parsed, dict) or "error" in parsed:
-            raise graph_error(response.status_code, parsed)
-        return parsed
+        return await graph_post.post(self._client, self._url, self._deadline, "Graph API", graph_error,
+                                     params={"access_token": token}, json=body)
 
     async def close(self) -> None:
         await self._client.aclose()

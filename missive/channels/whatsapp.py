@@ -19,14 +19,13 @@ it leaves the wamid in the body as `context.message_id`.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from missive.channels import graph_post
 from missive.channels.base import (
     ChannelLink,
     Misconfigured,
@@ -263,21 +262,8 @@ class WhatsappChannel:
             raise Misconfigured("the WhatsApp link has no access_token")
         if not isinstance(number, str) or not re.match(_GRAPH_ID, number):
             raise Misconfigured("the WhatsApp link has no phone_number_id")
-        try:
-            async with asyncio.timeout(self._deadline):
-                response = await self._client.post(
-                    f"{self._base}/{number}/messages", json=body, headers={"Authorization": f"Bearer {token}"})
-        except (TimeoutError, httpx.TimeoutException):
-            raise Unavailable("the Cloud API timed out") from None
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"the Cloud API is unreachable ({type(exc).__name__})") from None
-        try:
-            parsed = response.json()
-        except ValueError:
-            parsed = None
-        if response.status_code != 200 or not isinstance(parsed, dict) or "error" in parsed:
-            raise cloud_error(response.status_code, parsed)
-        return parsed
+        return await graph_post.post(self._client, f"{self._base}/{number}/messages", self._deadline, "the Cloud API",
+                                     cloud_error, json=body, headers={"Authorization": f"Bearer {token}"})
 
     async def close(self) -> None:
         await self._client.aclose()
