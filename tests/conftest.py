@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import POSTGRES_URL, Server, provisioned_server
+from tests.harness import POSTGRES_URL, Server, leave_empty, provisioned_server
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = provisioned_server(tmp_path_factory.mktemp("missive"), env={"MISSIVE_DISPATCH_IN_SERVE": "false"})
     yield running
     running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _empty_database(request: pytest.FixtureRequest) -> None:
+    """A test marked `empty_database` starts its data directories (under its tmp_path)
+    with no database: tests of migrations and first starts. Others start at the newest
+    schema (tests/harness.py::database_url)."""
+    if request.node.get_closest_marker("empty_database"):
+        leave_empty(request.getfixturevalue("tmp_path"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "empty_database: the test's data directories start with no database")
 
 
 def pytest_report_header() -> str:

@@ -17,6 +17,9 @@ from tests.harness import missive, missive_json, on_postgres, query, start_serve
 
 SMS = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme", "text": "hi"}
 
+# Migrations and first starts: each data directory starts with no database.
+pytestmark = pytest.mark.empty_database
+
 
 def _printed_credentials(log: str) -> tuple[str, str]:
     values = dict(line.split(": ", 1) for line in log.splitlines() if line.startswith(("api_key: ", "api_secret: ")))

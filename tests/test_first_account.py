@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from missive.store.accounts import create_first_account
 from missive.store.db import make_engine, migrate
 from tests.harness import (
@@ -29,6 +31,9 @@ from tests.harness import (
 
 SERVERS = 4
 CREATED = "Created the first account"
+
+# Servers and migrations on a database that starts with nothing.
+pytestmark = pytest.mark.empty_database
 
 
 def test_servers_starting_together_on_an_empty_database_make_one_account(tmp_path: Path) -> None:

@@ -52,10 +52,12 @@ from tests.test_crash import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(
-    not on_postgres(),
-    reason="several processes on one database: PostgreSQL only (python -m tests.postgres run -- ...)",
-)
+pytestmark = [
+    pytest.mark.skipif(not on_postgres(),
+                       reason="several processes on one database: PostgreSQL only (python -m tests.postgres run -- ...)"),
+    # The dispatchers race to migrate the database: it starts empty.
+    pytest.mark.empty_database,
+]
 
 COUNT = 10_000
 DISPATCHERS = 3
