@@ -34,7 +34,7 @@ import pytest
 from missive.observability.logs import make_handler
 from missive.observability.redaction import VALUE_LIMIT, hide, mask
 from tests.fakes.fake_graph import FakeGraph
-from tests.harness import Server, missive_json, start_server
+from tests.harness import Server, leave_empty, missive_json, start_server
 
 LONG = 100_000
 BOUND = 0.5  # seconds; a quadratic pattern takes minutes on these inputs
@@ -155,6 +155,8 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     data_dir = tmp_path_factory.mktemp("log_safety")
+    # A real first start, its migrations logged at debug too: no database made beforehand.
+    leave_empty(data_dir)
     with FakeGraph() as graph:
         server = start_server(data_dir, env={**DEBUG, "MISSIVE_GRAPH_API_URL": graph.url})
         try:
