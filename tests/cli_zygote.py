@@ -49,7 +49,8 @@ def main(path: str) -> None:
         conn.close()
 
 
-def _receive(conn: socket.socket) -> bytes:
+def receive_all(conn: socket.socket) -> bytes:
+    """What the other side sends until it shuts its side (both ends of the protocol)."""
     chunks = []
     while chunk := conn.recv(65536):
         chunks.append(chunk)
@@ -57,7 +58,7 @@ def _receive(conn: socket.socket) -> bytes:
 
 
 def _answer(conn: socket.socket) -> None:
-    request = orjson.loads(_receive(conn))
+    request = orjson.loads(receive_all(conn))
     out, err = io.StringIO(), io.StringIO()
     os.environ.clear()
     os.environ.update(request["env"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from missive.config import Settings
 from missive.store import accounts as account_store
 from missive.store import applications as app_store
 from missive.store.db import make_engine, migrate
+from tests import cli_zygote
 
 if TYPE_CHECKING:
     from tests.fakes.webhook_receiver import WebhookReceiver
@@ -51,7 +53,6 @@ def on_postgres() -> bool:
 # with nothing, and Missive migrates them as it would any new database.
 _empty: list[Path] = []
 _seeded: set[Path] = set()
-_templates: dict[str, str] = {}
 
 
 def leave_empty(directory: Path) -> None:
@@ -63,20 +64,18 @@ def _is_empty(key: Path) -> bool:
     return any(key.is_relative_to(root) for root in _empty)
 
 
+@functools.cache
 def _template() -> str:
-    """A data directory (SQLite) or database name (PostgreSQL) at the newest schema."""
-    if "template" not in _templates:
-        directory = Path(tempfile.mkdtemp(prefix="missive-template-"))
-        leave_empty(directory)
-        migrated = missive(directory, "migrate")
-        assert migrated.returncode == 0, migrated.stderr
-        if POSTGRES_URL:
-            _templates["template"] = database_url(directory).rsplit("/", 1)[1]
-        else:
-            with sqlite3.connect(directory / "missive.db") as db:
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            _templates["template"] = str(directory / "missive.db")
-    return _templates["template"]
+    """A database file (SQLite) or database name (PostgreSQL) at the newest schema."""
+    directory = Path(tempfile.mkdtemp(prefix="missive-template-"))
+    leave_empty(directory)
+    migrated = missive(directory, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    if POSTGRES_URL:
+        return database_url(directory).rsplit("/", 1)[1]
+    with sqlite3.connect(directory / "missive.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return str(directory / "missive.db")
 
 
 def database_url(data_dir: Path) -> str:
@@ -179,13 +178,10 @@ class _Zygote:
             conn.connect(self._socket_path())
             conn.sendall(json.dumps({"args": args, "env": env}).encode())
             conn.shutdown(socket.SHUT_WR)
-            chunks = []
             try:
-                while chunk := conn.recv(65536):
-                    chunks.append(chunk)
+                answer = json.loads(cli_zygote.receive_all(conn))
             except TimeoutError:
                 raise subprocess.TimeoutExpired(["missive", *args], timeout) from None
-        answer = json.loads(b"".join(chunks))
         return subprocess.CompletedProcess(["missive", *args], answer["returncode"], answer["stdout"], answer["stderr"])
 
 

@@ -17,6 +17,7 @@ that link's, numbers among its account's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -78,10 +79,10 @@ async def apply_link_events(
     await record_statuses(conn, targets, changes, now)
 
 
-def event_lock_names(batch: list[tuple[ChannelLink, list[Any]]]) -> list[str]:
+def event_lock_names(batch: list[tuple[ChannelLink, list[Any]]]) -> Iterator[str]:
     """The names the caller of `apply_link_events` locks first: the references its
-    receipts name (see missive.dispatch.outcomes.lock_names_of)."""
-    return [f"ref:{ref}" for _link, events in batch for e in events if isinstance(e, Receipt) for ref in e.refs]
+    receipts name (see missive.dispatch.outcomes.lock_names_of); made as they are read."""
+    return (f"ref:{ref}" for _link, events in batch for e in events if isinstance(e, Receipt) for ref in e.refs)
 
 
 async def receipt_changes(

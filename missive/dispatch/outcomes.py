@@ -3,6 +3,7 @@ transaction, statement by statement (executemany), not message by message."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,12 +48,13 @@ def with_logs(outcome: Outcome, recorder: Recorder | None) -> Outcome:
     return replace(outcome, logs=recorder.rows(failure))
 
 
-def lock_names_of(outcomes: list[Outcome]) -> list[str]:
+def lock_names_of(outcomes: list[Outcome]) -> Iterator[str]:
     """The names the caller of `write_outcomes` locks first (store/locks.py): the forms of
-    the SMSC references it records. Then a receipt of these references being stored by
-    another process at this moment is either seen here or sees these references."""
-    return [f"ref:{form}" for o in outcomes if o.retry_at is None and o.link and o.link[1] == "sms"
-            for ref in o.refs for form in ref_forms(ref)]
+    the SMSC references it records, made as they are read (on SQLite, never). Then a
+    receipt of these references being stored by another process at this moment is either
+    seen here or sees these references."""
+    return (f"ref:{form}" for o in outcomes if o.retry_at is None and o.link and o.link[1] == "sms"
+            for ref in o.refs for form in ref_forms(ref))
 
 
 async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcomes: list[Outcome]) -> None:

@@ -282,8 +282,7 @@ class Dispatcher:
         targets = self._leasing()
         outcomes = [item for item in items if isinstance(item, Outcome)]
         pushed = [item for item in items if not isinstance(item, Outcome)]
-        if conn.dialect.name == "postgresql":  # (store/locks.py: nothing to lock on SQLite)
-            await lock_names(conn, lock_names_of(outcomes) + event_lock_names(pushed))
+        await lock_names(conn, itertools.chain(lock_names_of(outcomes), event_lock_names(pushed)))
         if outcomes:
             await write_outcomes(conn, targets, outcomes)
         if pushed:

@@ -38,7 +38,8 @@ async def lock_name(conn: AsyncConnection, name: str, shared: bool = False) -> N
 
 
 async def lock_names(conn: AsyncConnection, names: Iterable[str]) -> None:
-    """Hold a lock on each name until the transaction ends (PostgreSQL only)."""
+    """Hold a lock on each name until the transaction ends (PostgreSQL only: on SQLite
+    `names` is not read, so a generator of them costs nothing there)."""
     if conn.dialect.name != "postgresql":
         return
     keys = sorted({_key(name) for name in names})
