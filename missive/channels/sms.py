@@ -19,6 +19,7 @@ and inbound SMS arrive even when nothing is sent).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -52,6 +53,7 @@ from missive.sms.smpp_pdus import (
     ESME_RTHROTTLED,
     DeliverSm,
     SmppError,
+    encode_submit,
     relative_time,
 )
 from missive.sms.smpp_session import BindConfig, SessionDown, SmppPool
@@ -248,6 +250,66 @@ class SmsChannel:
         if found is None:
             raise Elsewhere()
         pool = found[1]
+        ids = [await self._submit_logged(pool, params) for params in self._submits(message, link)]
+        return SendResult(provider_ref=ids[0], all_refs=tuple(scoped_ref(link.id, smsc_id) for smsc_id in ids))
+
+    async def send_many(
+        self, messages: list[OutboundMessage], link: ChannelLink, recorders: list[exchanges.Recorder | None],
+    ) -> list[SendResult | Exception]:
+        """`send` for several messages on one link, each with its own provider log (or
+        None): the submit_sm of the one-part messages go out together and are answered
+        together (`SmppPool.submit_many`); a message of several parts goes through `send`
+        meanwhile. For each message its result, or what `send` would have raised."""
+        found = self._pools.get(link.id)
+        if found is None:
+            return [Elsewhere()] * len(messages)
+        pool = found[1]
+        results: list[SendResult | Exception | None] = [None] * len(messages)
+        together: list[int] = []
+        datas: list[bytes] = []
+        apart: list[Any] = []
+        for i, message in enumerate(messages):
+            try:
+                submits = self._submits(message, link)
+                if len(submits) > 1:
+                    apart.append(self._send_recorded(message, link, recorders[i]))
+                    together.append(-1 - i)  # a marker: answered by `send`, in `apart`'s order
+                    continue
+                datas.append(encode_submit(0, submits[0]))  # bad fields fail here, alone
+            except Exception as exc:  # noqa: BLE001 - this message's result, as `send` raises it
+                results[i] = exc
+                continue
+            together.append(i)
+            if recorders[i] is not None:
+                recorders[i].add(exchanges.Exchange("out", "smpp", *pdu_log.submit_sm(submits[0]), time.time()))
+        answered, alone = await asyncio.gather(pool.submit_many(datas), asyncio.gather(*apart, return_exceptions=True))
+        answers = iter(answered)
+        singles = iter(alone)
+        for i in together:
+            if i < 0:
+                results[-1 - i] = next(singles)
+                continue
+            answer = next(answers)
+            recorder = recorders[i]
+            if isinstance(answer, Exception):
+                error = self._send_error(answer, pool)
+                results[i] = error
+                if recorder is not None:
+                    recorder.add(exchanges.Exchange("in", "smpp", *pdu_log.submit_failed(error.reason), time.time()))
+                continue
+            smsc_id, read_at = answer
+            if recorder is not None:
+                recorder.add(exchanges.Exchange("in", "smpp", *pdu_log.submit_sm_resp(smsc_id), read_at))
+            results[i] = SendResult(provider_ref=smsc_id, all_refs=(scoped_ref(link.id, smsc_id),))
+        return results  # type: ignore[return-value]
+
+    async def _send_recorded(self, message: OutboundMessage, link: ChannelLink,
+                             recorder: exchanges.Recorder | None) -> SendResult:
+        with exchanges.recording(recorder):
+            return await self.send(message, link)
+
+    def _submits(self, message: OutboundMessage, link: ChannelLink) -> list[dict[str, Any]]:
+        """The submit_sm fields of each part of `message`, in order."""
         text = message.text or ""
         options = message.body.get("sms") or {}
         encoding = options.get("encoding_type", "auto")
@@ -263,17 +325,16 @@ class SmsChannel:
         tlvs = dlt_tlvs(options, link.config)
         if tlvs:
             extra["vendor_tlvs"] = tlvs
-        ids = []
-        for part in encoded.parts:
-            params = {
+        return [
+            {
                 "source_addr": source, "source_addr_ton": ton, "source_addr_npi": npi,
                 "destination_addr": message.to,
                 "dest_addr_ton": link.config.get("dest_ton", 1), "dest_addr_npi": link.config.get("dest_npi", 1),
                 "esm_class": encoded.esm_class, "data_coding": encoded.data_coding,
                 "registered_delivery": 1, "short_message": part, **extra,
             }
-            ids.append(await self._submit_logged(pool, params))
-        return SendResult(provider_ref=ids[0], all_refs=tuple(scoped_ref(link.id, smsc_id) for smsc_id in ids))
+            for part in encoded.parts
+        ]
 
     async def _submit_logged(self, pool: SmppPool, params: dict[str, Any]) -> str:
         """`_submit`, with the submit_sm and its answer in the message's provider log."""
@@ -292,18 +353,23 @@ class SmsChannel:
     async def _submit(self, pool: SmppPool, params: dict[str, Any]) -> tuple[str, float]:
         try:
             return await pool.submit_timed(params)
-        except SmppError as error:
+        except (SmppError, SessionDown) as error:
+            raise self._send_error(error, pool) from None
+
+    @staticmethod
+    def _send_error(error: Exception, pool: SmppPool) -> SendError:
+        """What an SMSC's error status or a lost session means for the message."""
+        if isinstance(error, SmppError):
             if error.status in (ESME_RTHROTTLED, ESME_RMSGQFUL):
-                raise Throttled(1.0, f"SMSC: {error.name}") from None
+                return Throttled(1.0, f"SMSC: {error.name}")
             if error.retryable:
-                raise Unavailable(f"SMSC: {error.name}") from None
+                return Unavailable(f"SMSC: {error.name}")
             code, reason = REJECTIONS.get(error.status, (1330, "Unknown"))
-            raise Rejected(code, f"{reason} (SMSC {error.name})") from None
-        except SessionDown as down:
-            refused = next((b.last_error for b in pool.binds if b.last_error and "bind refused" in b.last_error), None)
-            if refused and not pool.bound_count:
-                raise Misconfigured(f"the SMSC refused the bind: {refused.split(':', 1)[-1].strip()}") from None
-            raise Unavailable(f"SMPP session: {down}") from None
+            return Rejected(code, f"{reason} (SMSC {error.name})")
+        refused = next((b.last_error for b in pool.binds if b.last_error and "bind refused" in b.last_error), None)
+        if refused and not pool.bound_count:
+            return Misconfigured(f"the SMSC refused the bind: {refused.split(':', 1)[-1].strip()}")
+        return Unavailable(f"SMPP session: {error}")
 
     # -- what the SMSC pushes -----------------------------------------------------------
 

@@ -17,6 +17,7 @@ that link's, numbers among its account's.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from missive.sms.encoding import join_parts
 from missive.store import provider_logs
 from missive.store.locks import lock_names
 from missive.store.numbers import number_of
+from missive.store.rows import rows_in
 from missive.store.statuses import StatusChange
 from missive.store.tables import (
     inbound_parts,
@@ -93,10 +95,8 @@ async def receipt_changes(
     references (among that link's) and the part counts of their messages are read with
     one query each for the whole batch."""
     wanted = {ref for receipt in receipts for ref in receipt.refs}
-    found = dict((await conn.execute(
-        select(provider_refs.c.ref, provider_refs.c.message_uuid)
-        .where(provider_refs.c.link_id == link_id, provider_refs.c.ref.in_(wanted))
-    )).all()) if wanted else {}
+    found = {row["ref"]: row["message_uuid"] for row in await rows_in(
+        conn, provider_refs, ("ref", "message_uuid"), "ref", wanted, equal=(("link_id", link_id),))}
     matched: list[tuple[Receipt, str, str]] = []
     unmatched: list[dict[str, Any]] = []
     for receipt in receipts:
@@ -105,21 +105,21 @@ async def receipt_changes(
         if ref is not None:
             matched.append((receipt, ref, found[ref]))
         elif keep_unmatched:
-            log.warning("receipt for unknown reference %s (%s): kept until a message with it is recorded",
-                        receipt.refs[0], receipt.status)
             unmatched.append({"link_id": link_id, "ref": receipt.refs[0], "status": receipt.status,
                               "error_code": receipt.error_code, "error_reason": receipt.error_reason, "created_at": now})
     if unmatched:
+        # Usual under load (an SMSC's receipt may come before the result of its send is
+        # recorded): one line a batch, and the first reference to look for.
+        log.info("%d receipt(s) for references not recorded yet (the first %s): kept until their messages are",
+                 len(unmatched), unmatched[0]["ref"])
         await conn.execute(unmatched_receipts.insert(), unmatched)
     if logged is not None:
         logged.extend((receipt, uuid) for receipt, _, uuid in matched if receipt.exchange is not None)
     if not matched:
         return []
-    parts: dict[str, int] = dict((await conn.execute(
-        select(provider_refs.c.message_uuid, func.count())
-        .where(provider_refs.c.message_uuid.in_({uuid for _, _, uuid in matched}))
-        .group_by(provider_refs.c.message_uuid)
-    )).all())
+    # How many parts each message has: its references.
+    parts = Counter(row["message_uuid"] for row in await rows_in(
+        conn, provider_refs, ("message_uuid",), "message_uuid", {uuid for _, _, uuid in matched}))
     changes: list[StatusChange] = []
     for receipt, ref, message_uuid in matched:
         change = StatusChange(message_uuid, receipt.status, now, smsc_id_of(ref), receipt.error_code, receipt.error_reason)
@@ -162,6 +162,11 @@ async def rematch(conn: AsyncConnection, targets: WebhookTargets, refs: list[tup
         by_link.setdefault(link_id, set()).update(ref_forms(ref))
     changes: list[StatusChange] = []
     for link_id, forms in by_link.items():
+        # Most batches find none: one probe of the index, rather than a lookup of every
+        # form of every reference.
+        if (await conn.execute(select(unmatched_receipts.c.id).where(unmatched_receipts.c.link_id == link_id)
+                               .limit(1))).first() is None:
+            continue
         kept = (await conn.execute(
             select(unmatched_receipts).where(unmatched_receipts.c.link_id == link_id, unmatched_receipts.c.ref.in_(forms))
             .order_by(unmatched_receipts.c.id)

@@ -112,6 +112,13 @@ async def timed_send(channel: str, sending: Any) -> Any:
         _child(SEND_LATENCY, channel).observe(time.perf_counter() - started)
 
 
+def sends_took(channel: str, seconds: float, count: int) -> None:
+    """`count` sends that went out together, in `seconds`."""
+    child = _child(SEND_LATENCY, channel)
+    for _ in range(count):
+        child.observe(seconds)
+
+
 def webhook_attempt(kind: str, ok: bool) -> None:
     _child(WEBHOOK_ATTEMPTS, kind).inc()
     if not ok:

@@ -127,6 +127,51 @@ class SmppBind:
             raise SmppError(status)
         return str(resp), read_at
 
+    async def submit_many(self, datas: list[bytes]) -> list[tuple[str, float] | Exception]:
+        """Several submit_sm (encoded, any sequence number), each as the window allows,
+        and one wait for all their answers: for each, (message_id, read_at) as
+        `submit_timed` returns, or the error it raises (SmppError, SessionDown).
+
+        The dispatcher sends its batches of SMS through here: a future, a timer and a
+        task for each submit, as `submit_timed` has them, were a fifth of its CPU a
+        message. The wait for the answers ends `response_timeout` after the last write."""
+        results: list[tuple[str, float] | Exception | None] = [None] * len(datas)
+        try:
+            link = await self._ready_link()
+        except SessionDown as down:
+            return [down] * len(datas)
+        answers = _Answers(link, results)
+        sequences: list[int] = []
+        try:
+            for i, data in enumerate(datas):
+                await link.take_slot()
+                sequence = self._sequence.next_sequence()
+                link.pending[sequence] = _Answer(answers, i)
+                sequences.append(sequence)
+                answers.out += 1
+                link.write(pdus.resequence(data, sequence))
+            answers.writing = False
+            if answers.out:
+                await asyncio.wait_for(answers.done, self.config.response_timeout)
+        except TimeoutError:
+            pass
+        except SessionDown as down:
+            answers.fail(down)
+        finally:
+            # What is still unanswered (no answer in time, or the wait cancelled) gives
+            # its slot in the window back.
+            for sequence in sequences:
+                answer = link.pending.pop(sequence, None)
+                if answer is not None and not answer.done():
+                    answer.set_exception(SessionDown(f"no submit_sm_resp (sequence {sequence}) "
+                                                     f"within {self.config.response_timeout}s"))
+        for i, result in enumerate(results):
+            if result is None:  # not written: the session went down first
+                results[i] = SessionDown(link.reason or f"{self.name} is down")
+            elif isinstance(result, tuple) and result[0] == pdus.ESME_RINVBNDSTS:
+                link.shut("the SMSC says we are not bound")
+        return [_submitted(result) for result in results]  # type: ignore[arg-type]
+
     async def close(self) -> None:
         """Unbind gracefully (waiting briefly for unbind_resp) and stop reconnecting."""
         self._stopping.set()
@@ -330,6 +375,64 @@ class SmppBind:
                         self.name, sequence)
 
 
+class _Answers:
+    """The answers one `submit_many` waits for; `done` once the last one written came."""
+
+    __slots__ = ("link", "results", "out", "writing", "done")
+
+    def __init__(self, link: Link, results: list[Any]) -> None:
+        self.link = link
+        self.results = results
+        self.out = 0  # written and not answered
+        self.writing = True  # more submits to write: answers so far do not end the wait
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(self, index: int, value: Any) -> None:
+        if self.results[index] is not None:
+            return
+        self.results[index] = value
+        self.link.release()
+        self.out -= 1
+        if not self.out and not self.writing and not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, error: Exception) -> None:
+        """Every submit written and not answered ends in `error`."""
+        for answer in list(self.link.pending.values()):
+            if isinstance(answer, _Answer) and answer.answers is self and not answer.done():
+                answer.set_exception(error)
+
+
+class _Answer:
+    """Where the response of one submit of a `submit_many` goes: in `Link.pending`, in
+    place of a future (the session settles it, `Link.shut` fails it, as a future)."""
+
+    __slots__ = ("answers", "index")
+
+    def __init__(self, answers: _Answers, index: int) -> None:
+        self.answers, self.index = answers, index
+
+    def done(self) -> bool:
+        return self.answers.results[self.index] is not None
+
+    def set_result(self, response: Response) -> None:
+        self.answers.settle(self.index, response)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.answers.settle(self.index, error)
+
+    def exception(self) -> BaseException | None:
+        result = self.answers.results[self.index]
+        return result if isinstance(result, BaseException) else None
+
+
+def _submitted(result: Response | Exception) -> tuple[str, float] | Exception:
+    if isinstance(result, Exception):
+        return result
+    status, message_id, read_at = result
+    return SmppError(status) if status != pdus.ESME_ROK else (str(message_id), read_at)
+
+
 class SmppPool:
     """K binds of one link; a submit goes to the bound session with the fewest outstanding."""
 
@@ -384,6 +487,20 @@ class SmppPool:
         # Least loaded first; ties drawn at random, so an idle pool spreads its submits too.
         _, _, best = min((load, random.random(), i) for load, i in loads)
         return await self.binds[best].submit_timed(params)
+
+    async def submit_many(self, datas: list[bytes]) -> list[tuple[str, float] | Exception]:
+        """`Bind.submit_many`, the submits shared among the bound sessions in turn."""
+        if not self.bound_count and not await self.wait_bound(self.config.response_timeout):
+            last = next((b.last_error for b in self.binds if b.last_error), None) or "connecting"
+            return [SessionDown(f"{self.name}: no bound session: {last}")] * len(datas)
+        bound = [bind for bind in self.binds if bind.bound]
+        if len(bound) <= 1 or len(datas) <= 1:
+            return await (bound[0] if bound else self.binds[0]).submit_many(datas)
+        shares = await asyncio.gather(*(bind.submit_many(datas[i::len(bound)]) for i, bind in enumerate(bound)))
+        results: list[tuple[str, float] | Exception] = [SessionDown("")] * len(datas)
+        for i, share in enumerate(shares):
+            results[i::len(bound)] = share
+        return results
 
     async def close(self) -> None:
         await asyncio.gather(*(bind.close() for bind in self.binds))

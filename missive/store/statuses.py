@@ -13,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.store.bulk import insert_many, update_many
-from missive.store.rows import as_dicts
+from missive.store.rows import rows_in
 from missive.store.tables import message_events, messages
 
-_ROW = [column for column in messages.c if column.name != "body"]
+_ROW = tuple(column.name for column in messages.c if column.name != "body")
 
 RANK = {"accepted": 0, "submitted": 1, "delivered": 2, "rejected": 2, "undeliverable": 2, "read": 3}
 FINAL = ("read", "rejected", "undeliverable")
@@ -52,10 +51,8 @@ async def apply_changes(
         return []
     # Every column but the request body: what follows a move (webhooks, workflows,
     # metrics) never reads it, so it is neither fetched nor decoded.
-    query = select(*_ROW).where(messages.c.uuid.in_({c.message_uuid for c in changes}))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    current = {row["uuid"]: row for row in as_dicts(await conn.execute(query))}
+    current = {row["uuid"]: row for row in await rows_in(conn, messages, _ROW, "uuid",
+                                                         {c.message_uuid for c in changes}, lock=True)}
     events: list[dict[str, Any]] = []
     applied: list[tuple[StatusChange, dict[str, Any]]] = []
     # One update per message: its last move in this batch.

@@ -84,14 +84,22 @@ class Batcher(Generic[T]):
 
     async def submit(self, item: T) -> None:
         """Return once `item` is committed; raise what the commit raised otherwise."""
+        await self.enqueue(item)
+
+    def enqueue(self, item: T) -> asyncio.Future[None]:
+        """`submit` without the wait: the future done once `item` is committed (or failed
+        with what the commit raised). A caller with many items waits on their futures
+        in turn, rather than a task each."""
         if self._task is None or self._task.done():
-            raise RuntimeError(f"the {self._name} is not running")
+            stopped = asyncio.get_running_loop().create_future()
+            stopped.set_exception(RuntimeError(f"the {self._name} is not running"))
+            return stopped
         done = self._loop.create_future()
         self._queue.append((item, done, self._loop.time()))
         arrived = self._arrived
         if arrived is not None and not arrived.done():
             arrived.set_result(None)
-        await done
+        return done
 
     async def _gather(self) -> None:
         """Let the items still arriving join the batch, while they keep coming.
