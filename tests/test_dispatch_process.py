@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -77,3 +78,39 @@ def test_a_separate_dispatcher_delivers_and_stops_cleanly(tmp_path: Path) -> Non
             if dispatcher.poll() is None:
                 dispatcher.kill()
             api.stop()
+
+
+def test_a_full_dispatcher_claims_again_as_soon_as_it_has_room(tmp_path: Path) -> None:
+    """A dispatcher holding as many messages as it may (here 4) claims more once half of
+    them are recorded, not at its next poll (here every 3 s): 40 queued messages are all
+    sent within seconds, where waiting for the poll would take ten polls, 30 s."""
+    account = missive_json(tmp_path, "account", "create")
+    slow_poll = {**FAST, "MISSIVE_POLL_INTERVAL": "3", "MISSIVE_DISPATCH_MAX_IN_FLIGHT": "4", "MISSIVE_CLAIM_LINGER": "0",
+                 "MISSIVE_SANDBOX_DELIVERED_AFTER": "0"}
+    api = start_server(tmp_path, env={**slow_poll, "MISSIVE_DISPATCH_IN_SERVE": "false"})
+    auth = (account["api_key"], account["api_secret"])
+    dispatcher = None
+    try:
+        uuids = []
+        for i in range(40):
+            body = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme", "text": f"m{i}"}
+            response = httpx.post(f"{api.url}/v1/messages", json=body, auth=auth)
+            assert response.status_code == 202
+            uuids.append(response.json()["message_uuid"])
+        dispatcher = subprocess.Popen(
+            [sys.executable, "-m", "missive", "dispatch"],
+            env={**os.environ, "MISSIVE_DATA_DIR": str(tmp_path), **database_env(tmp_path), **slow_poll},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        waiting = set(uuids)
+        while waiting and time.monotonic() < deadline:
+            waiting = {u for u in waiting
+                       if httpx.get(f"{api.url}/v1/messages/{u}", auth=auth).json()["status"] == "accepted"}
+            time.sleep(0.2)
+        assert not waiting, f"{len(waiting)} of 40 still accepted after 20 s"
+    finally:
+        if dispatcher is not None:
+            dispatcher.terminate()
+            dispatcher.wait(timeout=30)
+        api.stop()

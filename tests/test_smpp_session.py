@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from missive.sms import smpp_pdus as pdus
+from missive.sms.smpp_link import Link
 from missive.sms.smpp_session import (
     BindConfig,
     DeliverSm,
@@ -308,6 +309,135 @@ def test_pool_spreads_submits(smsc: FakeSMSC) -> None:
         per_session[submit["session"]] = per_session.get(submit["session"], 0) + 1
     assert sorted(per_session.values()) == [8, 8]
     assert state["max_outstanding"] <= 4
+
+
+def encoded(text: bytes = b"hello") -> bytes:
+    return pdus.encode_submit(0, message(text))
+
+
+def test_submit_many_answers_each_in_order_within_the_window(smsc: FakeSMSC) -> None:
+    smsc.configure(submit_delay_ms=30, errors=[{"status": 0x0B, "count": 1}])
+
+    async def body() -> None:
+        bind = SmppBind(config(smsc.port, window=3), ignore)
+        bind.start()
+        assert await bind.wait_bound(5)
+        results = await bind.submit_many([encoded(b"m%d" % i) for i in range(12)])
+        assert isinstance(results[0], SmppError) and results[0].name == "ESME_RINVDSTADR"
+        ids = [result[0] for result in results[1:]]  # type: ignore[index]
+        assert len(set(ids)) == 11 and all(isinstance(result, tuple) for result in results[1:])
+        assert bind.load == 0  # every slot of the window given back
+        await bind.close()
+
+    run(body)
+    state = smsc.state()
+    assert state["max_outstanding"] == 3
+    # Each answer is its own submit's: the texts went out in order, ids given in order.
+    texts = [bytes.fromhex(s["short_message"]) for s in state["submits"]]
+    assert texts == [b"m%d" % i for i in range(12)]
+
+
+def test_submit_many_after_a_drop_fails_what_is_unanswered_and_recovers(smsc: FakeSMSC) -> None:
+    smsc.configure(submit_delay_ms=300)
+
+    async def body() -> None:
+        bind = SmppBind(config(smsc.port, window=4), ignore)
+        bind.start()
+        assert await bind.wait_bound(5)
+        batch = asyncio.ensure_future(bind.submit_many([encoded() for _ in range(7)]))
+        await until(lambda s: len(s["submits"]) == 4, smsc)
+        await asyncio.to_thread(smsc.drop)
+        results = await batch
+        assert all(isinstance(r, SessionDown) for r in results), results
+        assert await bind.wait_bound(2)
+        await asyncio.to_thread(smsc.configure, submit_delay_ms=0)
+        assert all(isinstance(r, tuple) for r in await bind.submit_many([encoded() for _ in range(5)]))
+        await bind.close()
+
+    run(body)
+
+
+def test_submit_many_without_answers_in_time_frees_the_window(smsc: FakeSMSC) -> None:
+    smsc.configure(submit_delay_ms=900)
+
+    async def body() -> None:
+        bind = SmppBind(config(smsc.port, window=2, response_timeout=0.3), ignore)
+        bind.start()
+        assert await bind.wait_bound(5)
+        late = await bind.submit_many([encoded() for _ in range(2)])
+        assert all(isinstance(r, SessionDown) and "no submit_sm_resp" in str(r) for r in late), late
+        assert bind.load == 0
+        await asyncio.to_thread(smsc.configure, submit_delay_ms=0)
+        # The late answers come meanwhile and settle nothing; the window is whole again.
+        answered = await bind.submit_many([encoded() for _ in range(4)])
+        assert all(isinstance(r, tuple) for r in answered), answered
+        await bind.close()
+
+    run(body)
+
+
+def test_pool_shares_submit_many_among_its_binds(smsc: FakeSMSC) -> None:
+    async def body() -> None:
+        pool = SmppPool(config(smsc.port, window=4), 2, ignore, name="link")
+        pool.start()
+        assert await pool.wait_bound(5)
+        while pool.bound_count < 2:
+            await asyncio.sleep(0.01)
+        results = await pool.submit_many([encoded(b"m%d" % i) for i in range(10)])
+        assert len({r[0] for r in results}) == 10  # type: ignore[index]
+        await pool.close()
+
+    run(body)
+    state = smsc.state()
+    by_text = {bytes.fromhex(s["short_message"]): s["message_id"] for s in state["submits"]}
+    sessions = {s["session"] for s in state["submits"]}
+    assert len(sessions) == 2 and len(by_text) == 10
+
+
+class CountingWriter:
+    """asyncio's StreamWriter, counting the writes that reach its transport."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer, self.writes = writer, 0
+        self.transport = writer.transport
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.writer.write(data)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+
+def test_writes_of_one_loop_turn_go_out_together() -> None:
+    async def body() -> None:
+        received = bytearray()
+        done = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while len(received) < 3 * 17:
+                received.extend(await reader.read(1024))
+            done.set()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        counting = CountingWriter(writer)
+        link = Link(reader, counting, 10)  # type: ignore[arg-type]
+        for sequence in (1, 2, 3):
+            link.write(pdus.encode_response(pdus.DELIVER_SM, sequence))
+        assert counting.writes == 0  # not yet: at the end of this turn
+        await asyncio.wait_for(done.wait(), 5)
+        assert counting.writes == 1
+        assert [struct.unpack(">I", received[i + 12:i + 16])[0] for i in (0, 17, 34)] == [1, 2, 3]
+        link.shut("done")
+        server.close()
+
+    run(body)
 
 
 def test_tls(tmp_path: Path) -> None:
