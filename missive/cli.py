@@ -61,6 +61,9 @@ def serve(
     tls_key: Path = typer.Option(None, help="PEM private key of --tls-cert."),
     tls_self_signed: bool = typer.Option(False, help="Make (once) and use a certificate for 127.0.0.1/localhost."),
     workers: int = typer.Option(1, min=1, help="Server processes sharing the port (each runs a dispatcher when MISSIVE_DISPATCH_IN_SERVE)."),
+    dispatch_process: bool = typer.Option(
+        None, "--dispatch-process/--no-dispatch-process",
+        help="Run the dispatcher in a process of its own beside the API's: two cores (MISSIVE_DISPATCH_PROCESS)."),
 ) -> None:
     """Run the API server (with the dispatcher in the same process, unless turned off)."""
     import uvicorn
@@ -70,7 +73,13 @@ def serve(
     from missive.observability.logs import configure_logging
 
     settings = Settings()
+    if dispatch_process is not None:
+        settings.dispatch_process = dispatch_process
     configure_logging(settings)
+    if settings.dispatch_process and workers > 1:
+        typer.echo("--dispatch-process runs with one server process: run `missive dispatch` beside --workers instead",
+                   err=True)
+        raise typer.Exit(2)
     created = with_engine(account_store.create_first_account)
     if created is not None:
         typer.echo("Created the first account. Keep these; the secret is not shown again:")

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
 
     # Dispatch: leases, retries and concurrency.
     dispatch_in_serve: bool = True
+    # `serve --dispatch-process`: the dispatcher in a child process of the API's.
+    dispatch_process: bool = False
+    # Set by the API process for its dispatcher child: woken through standard input.
+    dispatch_woken_by_stdin: bool = False
     # `missive dispatch` serves /health, /ready and /metrics on this port (0: none).
     dispatch_metrics_port: int = 0
     dispatch_metrics_host: str = "127.0.0.1"

@@ -114,3 +114,65 @@ def test_a_full_dispatcher_claims_again_as_soon_as_it_has_room(tmp_path: Path) -
             dispatcher.terminate()
             dispatcher.wait(timeout=30)
         api.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started that run `missive dispatch`."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except FileNotFoundError:
+                continue
+            if b"dispatch" in command:
+                found.append(int(child))
+    return found
+
+
+def _one_child(pid: int, other_than: int | None = None) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        children = [c for c in _children(pid) if c != other_than]
+        if children:
+            assert len(children) == 1, children
+            return children[0]
+        time.sleep(0.1)
+    raise AssertionError("no dispatcher process")
+
+
+def test_serve_with_a_dispatch_process_wakes_it_restarts_it_and_stops_it(tmp_path: Path) -> None:
+    """`serve --dispatch-process`: the dispatcher is a child of the API process, woken by
+    each accept (here with a 5 s poll, every message goes out within a second or two),
+    started again when it dies, and stopped with the API."""
+    account = missive_json(tmp_path, "account", "create")
+    auth = (account["api_key"], account["api_secret"])
+    with WebhookReceiver() as receiver:
+        assert missive(tmp_path, "account", "update", "--api-key", account["api_key"],
+                       "--status-url", receiver.url("/status")).returncode == 0
+        api = start_server(tmp_path, "--dispatch-process", env={**FAST, "MISSIVE_POLL_INTERVAL": "5"})
+        try:
+            first = _one_child(api.process.pid)
+
+            def send_and_see_submitted(i: int) -> None:
+                body = {"channel": "sms", "message_type": "text", "to": "447700900000", "from": "Acme", "text": f"m{i}"}
+                response = httpx.post(f"{api.url}/v1/messages", json=body, auth=auth)
+                assert response.status_code == 202
+                uuid = response.json()["message_uuid"]
+                sent = time.monotonic()
+                receiver.wait_for(lambda hs: any(h.json["message_uuid"] == uuid and h.json["status"] == "submitted"
+                                                 for h in hs), timeout=10)
+                assert time.monotonic() - sent < 2.0, "not woken: it waited for its poll"
+
+            time.sleep(1.5)  # its first claim done: the next ones are woken
+            for i in range(3):
+                send_and_see_submitted(i)
+                time.sleep(0.7)
+            os.kill(first, signal.SIGKILL)
+            second = _one_child(api.process.pid, other_than=first)
+            time.sleep(2.5)
+            send_and_see_submitted(3)
+        finally:
+            api.stop()
+        assert api.process.returncode == 0
+        assert not Path(f"/proc/{second}").exists(), "the dispatcher process outlived the API's"

@@ -41,6 +41,7 @@ from missive.api.services import Services
 from missive.auth import Authenticator
 from missive.config import Settings
 from missive.config_watch import ConfigWatch
+from missive.dispatch.child import DispatchProcess
 from missive.dispatch.worker import Dispatcher
 from missive.observability import metrics
 from missive.observability.context import start_request
@@ -108,17 +109,20 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             engine, [workflows_table, messages_table, outbox, timers], settings.write_batch_max, on_committed=_count_accepted
         )
         writer.start()
-        dispatcher = Dispatcher(engine, settings, clock) if settings.dispatch_in_serve else None
+        dispatcher = Dispatcher(engine, settings, clock) if settings.dispatch_in_serve and not settings.dispatch_process else None
+        child = DispatchProcess(settings) if settings.dispatch_process else None
         # An API-only process follows the configuration version itself; with a dispatcher,
         # the dispatcher's watcher serves both.
         watch = ConfigWatch(engine) if dispatcher is None else None
         # Also an attribute of the app, read by `services(request)` on every request; the
         # probes read `app.state.services`, as in the dispatcher's ops app.
         app.state.services = app.services = Services(  # type: ignore[attr-defined]
-            settings, engine, Authenticator(engine, settings), writer, dispatcher, clock=clock
+            settings, engine, Authenticator(engine, settings), writer, dispatcher, clock=clock, child=child
         )
         if dispatcher is not None:
             dispatcher.start()
+        if child is not None:
+            await child.start()
         if watch is not None:
             watch.start()
         metrics.process_started()
@@ -127,6 +131,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
         finally:
             if dispatcher is not None:
                 await dispatcher.stop()
+            if child is not None:
+                await child.stop()
             if watch is not None:
                 await watch.stop()
             await writer.stop()

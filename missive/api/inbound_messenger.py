@@ -94,8 +94,7 @@ async def receive(request: Request) -> Response:
             owner = LinkOwner(row["id"], KIND, row["account_id"], row["application_id"])
             counts = await ingest(svc.engine, svc.targets, owner, events, keys)
             log.info("messenger page %s (link %s): %s", page, row["id"], counts)
-    if svc.dispatcher is not None:
-        svc.dispatcher.webhooks.wake.set()
+    svc.webhooks_stored()
     return PlainTextResponse("EVENT_RECEIVED")
 
 

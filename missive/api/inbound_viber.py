@@ -70,8 +70,7 @@ async def callback(request: Request) -> Response:
         counts = await ingest(svc.engine, svc.targets, owner, parsed.events, parsed.keys)
         await _learn_receipts(svc.engine, row["id"], parsed)
         log.info("viber callback for link %s: %s", row["id"], counts)
-        if svc.dispatcher is not None:
-            svc.dispatcher.webhooks.wake.set()
+        svc.webhooks_stored()
     return json_response({"status": 0, "status_message": "ok"})
 
 

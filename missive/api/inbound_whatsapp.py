@@ -80,8 +80,7 @@ async def receive(request: Request) -> Response:
         if inbound:
             stored = await _receive_messages(svc, base, row, owner, inbound)
             log.info("whatsapp number %s (link %s): %d inbound", phone, row["id"], stored)
-    if svc.dispatcher is not None:
-        svc.dispatcher.webhooks.wake.set()
+    svc.webhooks_stored()
     return PlainTextResponse("EVENT_RECEIVED")
 
 

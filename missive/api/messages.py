@@ -80,8 +80,8 @@ async def store_accepted(svc: Services, rows: Rows) -> None:
             dispatcher.adopt(None)  # type: ignore[union-attr]
     if lease is not None:
         dispatcher.adopt(rows[messages_table][0])  # type: ignore[union-attr]
-    elif dispatcher is not None:
-        dispatcher.notify()
+    else:
+        svc.messages_accepted()
 
 
 async def _accept(request: Request, validate) -> Response:  # type: ignore[no-untyped-def]

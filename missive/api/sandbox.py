@@ -96,8 +96,7 @@ async def inbound(request: Request) -> Response:
     if application_id and await app_store.get_application(svc.engine, application_id, principal.account_id) is None:
         raise invalid_params([InvalidParameter("application_id", "is not an application of this account")])
     row = await record_inbound(svc.engine, svc.targets, parsed.event(), principal.account_id, application_id)
-    if svc.dispatcher is not None:
-        svc.dispatcher.webhooks.wake.set()
+    svc.webhooks_stored()
     return json_response({"message_uuid": row["uuid"]}, 202)
 
 

@@ -16,6 +16,7 @@ from missive.store.writer import GroupWriter
 from missive.webhooks.outbox import WebhookTargets
 
 if TYPE_CHECKING:
+    from missive.dispatch.child import DispatchProcess
     from missive.dispatch.worker import Dispatcher
 
 
@@ -30,6 +31,22 @@ class Services:
     targets: WebhookTargets = field(default_factory=WebhookTargets)
     # Where the API reads the time (tests of expiry inject their own).
     clock: Callable[[], float] = time.time
+    # The dispatcher in a child process (`serve --dispatch-process`), else None.
+    child: DispatchProcess | None = None
+
+    def messages_accepted(self) -> None:
+        """Wake the dispatcher that will send what was just accepted, if it is ours."""
+        if self.dispatcher is not None:
+            self.dispatcher.notify()
+        elif self.child is not None:
+            self.child.notify()
+
+    def webhooks_stored(self) -> None:
+        """Wake the webhook sender of our dispatcher, if there is one."""
+        if self.dispatcher is not None:
+            self.dispatcher.webhooks.wake.set()
+        elif self.child is not None:
+            self.child.webhooks_stored()
 
 
 def services(request: Request) -> Services:

@@ -161,6 +161,5 @@ async def send_again(request: Request, svc: Services, session: Session, form: di
     message_uuid, webhook_id = request.path_params["message_uuid"], request.path_params["webhook_id"]
     if not await queries.send_again(svc.engine, session.account_id, message_uuid, webhook_id, time.time()):
         return not_found(request, session, "webhook")
-    if svc.dispatcher is not None:
-        svc.dispatcher.webhooks.wake.set()
+    svc.webhooks_stored()
     return redirect(f"/console/messages/{message_uuid}?notice=sent-again#webhooks")

@@ -17,6 +17,7 @@ import uvicorn
 
 from missive.api.health import ops_app
 from missive.config import Settings
+from missive.dispatch.child import read_wakes
 from missive.dispatch.worker import Dispatcher
 from missive.observability.logs import configure_logging
 from missive.store.db import make_engine, migrate
@@ -51,6 +52,8 @@ async def run_dispatcher(settings: Settings) -> None:
         ops = _OpsServer(config)
         serving = asyncio.create_task(ops.serve(), name="missive-ops-http")
     dispatcher.start()
+    if settings.dispatch_woken_by_stdin:  # the child of `serve --dispatch-process`
+        read_wakes(dispatcher.notify, dispatcher.webhooks.wake.set, stop.set)
     log.info("dispatcher %s running", dispatcher.sessions.id)
     await stop.wait()
     await dispatcher.stop()
