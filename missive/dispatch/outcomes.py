@@ -4,7 +4,7 @@ transaction, statement by statement (executemany), not message by message."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,7 +21,7 @@ from missive.store.tables import messages, outbox, provider_refs, timers
 from missive.webhooks.outbox import WebhookTargets
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     message_uuid: str
     at: float
@@ -45,7 +45,8 @@ def with_logs(outcome: Outcome, recorder: Recorder | None) -> Outcome:
         return outcome
     change = outcome.change
     failure = outcome.error or (change.error_reason if change is not None and change.status != "submitted" else None)
-    return replace(outcome, logs=recorder.rows(failure))
+    outcome.logs = recorder.rows(failure)
+    return outcome
 
 
 def lock_names_of(outcomes: list[Outcome]) -> Iterator[str]:

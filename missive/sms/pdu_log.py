@@ -10,7 +10,6 @@ Bind PDUs, which carry the link's password, are never logged: they belong to no 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 from missive.channels.base import Receipt
@@ -94,4 +93,4 @@ def deliver_sm(pdu: DeliverSm, kind: str) -> Exchange:
 
 def with_pdu(receipt: Receipt, pdu: DeliverSm) -> Receipt:
     """The receipt, carrying its deliver_sm for the log of the message it names."""
-    return replace(receipt, exchange=deliver_sm(pdu, "receipt"))
+    return Receipt(receipt.refs, receipt.status, receipt.error_code, receipt.error_reason, deliver_sm(pdu, "receipt"))
