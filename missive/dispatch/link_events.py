@@ -31,6 +31,7 @@ from missive.observability.exchanges import Policy, row
 from missive.sms.deliveries import ref_forms, smsc_id_of, text_event
 from missive.sms.encoding import join_parts
 from missive.store import provider_logs
+from missive.store.bulk import delete_many
 from missive.store.locks import lock_names
 from missive.store.numbers import number_of
 from missive.store.rows import rows_in
@@ -45,6 +46,7 @@ from missive.webhooks.outbox import WebhookTargets
 
 log = logging.getLogger("missive.dispatch")
 
+_KEPT = ("id", "ref", "status", "error_code", "error_reason")
 # Parts of an inbound message older than this never complete: a new part with the same
 # reference starts a new message.
 PART_WINDOW = 3600.0
@@ -157,25 +159,24 @@ async def _part_receipt(
 async def rematch(conn: AsyncConnection, targets: WebhookTargets, refs: list[tuple[str, str]], now: float) -> None:
     """Apply kept receipts that name references just recorded, as (link id, reference)
     (called in the same transaction as the send results, after their `submitted`)."""
-    by_link: dict[str, set[str]] = {}
+    by_link: dict[str, list[str]] = {}
     for link_id, ref in refs:
-        by_link.setdefault(link_id, set()).update(ref_forms(ref))
+        by_link.setdefault(link_id, []).append(ref)
     changes: list[StatusChange] = []
-    for link_id, forms in by_link.items():
+    for link_id, recorded in by_link.items():
         # Most batches find none: one probe of the index, rather than a lookup of every
         # form of every reference.
         if (await conn.execute(select(unmatched_receipts.c.id).where(unmatched_receipts.c.link_id == link_id)
                                .limit(1))).first() is None:
             continue
-        kept = (await conn.execute(
-            select(unmatched_receipts).where(unmatched_receipts.c.link_id == link_id, unmatched_receipts.c.ref.in_(forms))
-            .order_by(unmatched_receipts.c.id)
-        )).all()
-        if kept:
-            receipts = [Receipt(ref_forms(row.ref), row.status, row.error_code, row.error_reason) for row in kept]
-            changes.extend(await receipt_changes(conn, link_id, receipts, now, keep_unmatched=False))
-        if kept:
-            await conn.execute(delete(unmatched_receipts).where(unmatched_receipts.c.id.in_([r.id for r in kept])))
+        forms = {form for ref in recorded for form in ref_forms(ref)}
+        kept = sorted(await rows_in(conn, unmatched_receipts, _KEPT, "ref", forms, equal=(("link_id", link_id),)),
+                      key=lambda row: row["id"])
+        if not kept:
+            continue
+        receipts = [Receipt(ref_forms(row["ref"]), row["status"], row["error_code"], row["error_reason"]) for row in kept]
+        changes.extend(await receipt_changes(conn, link_id, receipts, now, keep_unmatched=False))
+        await delete_many(conn, unmatched_receipts, "id", [row["id"] for row in kept])
     if changes:
         await record_statuses(conn, targets, changes, now)
 
