@@ -310,9 +310,9 @@ class Dispatcher:
             self._full = False
             self._room.set()
 
-    async def _send_alone(self, message: dict[str, Any], attempt: int) -> None:
+    async def _send_alone(self, message: dict[str, Any], attempt: int, link: ChannelLink | None = None) -> None:
         try:
-            await self._send(message, attempt)
+            await self._send(message, attempt, link)
         finally:
             self._sent(1)
 
@@ -391,8 +391,9 @@ class Dispatcher:
         return len(rows)
 
     async def _send_batch(self, queued: list[tuple[dict[str, Any], int]]) -> None:
-        """Send what started together. SMS on the plain path (`_plain_sms_link`) go out
-        together, link by link (`_send_together`); every other message alone (`_send`).
+        """Send what started together, each routed here once. SMS on an SMPP link without
+        a rate go out together, link by link (`_send_together`); every other message
+        alone (`_send`), with its link when `_routed` found it.
 
         One task, window entry, provider exchange and result for each message, as
         `_send` has them, were most of a dispatcher's CPU for an SMS: ~110 us of ~360
@@ -402,9 +403,9 @@ class Dispatcher:
             # Routing reads links as of the messages' accept at least (see `_attempt`).
             await self.config.fresh_since(max(message["created_at"] for message, _ in queued))
             for message, attempt in queued:
-                link = await self._plain_sms_link(message)
-                if link is None:
-                    self._spawn(self._send_alone(message, attempt))
+                link = await self._routed(message)
+                if link is None or link.tps or not hasattr(self._channels.get(link.kind), "send_many"):
+                    self._spawn(self._send_alone(message, attempt, link))
                 else:
                     together.setdefault(link.id, (link, []))[1].append((message, attempt))
         except BaseException:
@@ -413,22 +414,19 @@ class Dispatcher:
         for link, items in together.values():
             self._spawn(self._send_together(link, items))
 
-    async def _plain_sms_link(self, message: dict[str, Any]) -> ChannelLink | None:
-        """The link of an SMS that can go out with others: not expired, its account known
-        to be sending, its link an SMPP link without a rate whose channel sends in
-        batches; None for anything else (`_send` then does and says what applies)."""
-        if message["channel"] != "sms" or _expired(message, self._clock()):
+    async def _routed(self, message: dict[str, Any]) -> ChannelLink | None:
+        """The link that carries a message on the plain path: not expired, its account
+        known to be sending, its links as of its accept (the caller waited for them);
+        None for anything else (`_attempt` then does and says what applies)."""
+        if _expired(message, self._clock()):
             return None
         hit, sending = self._sending.get(message["account_id"])
         if not (hit and sending):
             return None
         try:
-            link = await self._router.route(message)
-        except Exception:  # noqa: BLE001 - no link, or the links unreadable: `_send` says so
+            return await self._router.route(message)
+        except Exception:  # noqa: BLE001 - no link, or the links unreadable: `_attempt` says so
             return None
-        if link.tps or not hasattr(self._channels.get(link.kind), "send_many"):
-            return None
-        return link
 
     async def _send_together(self, link: ChannelLink, items: list[tuple[dict[str, Any], int]]) -> None:
         """Send `items` on `link` in shares, each as soon as the window has room for one
@@ -493,13 +491,13 @@ class Dispatcher:
             finally:
                 self._sent(1)
 
-    async def _send(self, message: dict[str, Any], attempt: int) -> None:
+    async def _send(self, message: dict[str, Any], attempt: int, routed: ChannelLink | None = None) -> None:
         uuid = message["uuid"]
         context.message_uuid.set(uuid)  # this task's log lines are about this message
         recorder = exchanges.Recorder(uuid, message["account_id"]) if self._provider_logs.wants(uuid) else None
         try:
             with exchanges.recording(recorder):
-                outcome = with_logs(await self._attempt(message, attempt), recorder)
+                outcome = with_logs(await self._attempt(message, attempt, routed), recorder)
         except BaseException:
             self._window.leave(uuid, None, time.monotonic())
             raise
@@ -549,7 +547,8 @@ class Dispatcher:
         except Exception as last:  # noqa: BLE001 - the lease runs out and the send is retried
             log.warning("message %s: outbox row not removed: %s", uuid, describe(last))
 
-    async def _attempt(self, message: dict[str, Any], attempt: int) -> Outcome:
+    async def _attempt(self, message: dict[str, Any], attempt: int, routed: ChannelLink | None = None) -> Outcome:
+        """Send `message`; `routed`, its link when `_send_batch` routed it already."""
         uuid = message["uuid"]
         now = self._clock()
         if _expired(message, now):
@@ -560,8 +559,9 @@ class Dispatcher:
                 raise Rejected(ACCOUNT_BARRED, "Partner account barred: the account is disabled, its messages are not sent")
             # Routing reads links as of the message's accept at least: a link added
             # before it carries it, one removed before it does not.
-            await self.config.fresh_since(message["created_at"])
-            link = await self._router.route(message)
+            if routed is None:
+                await self.config.fresh_since(message["created_at"])
+            link = routed or await self._router.route(message)
             channel = self._channels.get(link.kind)
             if channel is None:
                 raise Unavailable(f"no channel of kind {link.kind!r} in this process")
