@@ -398,21 +398,33 @@ class Dispatcher:
         One task, window entry, provider exchange and result for each message, as
         `_send` has them, were most of a dispatcher's CPU for an SMS: ~110 us of ~360
         (py-spy, peers' harness, docs/benchmarks.md)."""
-        together: dict[str, tuple[ChannelLink, list[tuple[dict[str, Any], int]]]] = {}
+        # Routing reads links as of each message's accept at least (see `_attempt`): the
+        # messages accepted before the configuration was last read go at once, the
+        # others once it is read again. Waiting for the newest of a batch held every
+        # message of it, and on PostgreSQL, where that read waits for a connection under
+        # load, doubled the time from accept to delivery (bench/scaling.py).
+        checked = self.config.checked_at
+        ready = [item for item in queued if item[0]["created_at"] <= checked]
+        later = [item for item in queued if item[0]["created_at"] > checked]
+        unstarted = len(queued)
         try:
-            # Routing reads links as of the messages' accept at least (see `_attempt`).
-            await self.config.fresh_since(max(message["created_at"] for message, _ in queued))
-            for message, attempt in queued:
-                link = await self._routed(message)
-                if link is None or link.tps or not hasattr(self._channels.get(link.kind), "send_many"):
-                    self._spawn(self._send_alone(message, attempt, link))
-                else:
-                    together.setdefault(link.id, (link, []))[1].append((message, attempt))
+            for part in (ready, later):
+                if part is later and later:
+                    await self.config.fresh_since(max(message["created_at"] for message, _ in later))
+                together: dict[str, tuple[ChannelLink, list[tuple[dict[str, Any], int]]]] = {}
+                for message, attempt in part:
+                    link = await self._routed(message)
+                    if link is None or link.tps or not hasattr(self._channels.get(link.kind), "send_many"):
+                        self._spawn(self._send_alone(message, attempt, link))
+                        unstarted -= 1
+                    else:
+                        together.setdefault(link.id, (link, []))[1].append((message, attempt))
+                for link, items in together.values():
+                    self._spawn(self._send_together(link, items))
+                    unstarted -= len(items)
         except BaseException:
-            self._sent(len(queued) - sum(len(items) for _, items in together.values()))
+            self._sent(unstarted)
             raise
-        for link, items in together.values():
-            self._spawn(self._send_together(link, items))
 
     async def _routed(self, message: dict[str, Any]) -> ChannelLink | None:
         """The link that carries a message on the plain path: not expired, its account
