@@ -1,4 +1,4 @@
-"""The send window (dispatch/worker.py::SendWindow): how many sends may be out, their
+"""The send window (dispatch/send_window.py): how many sends may be out, their
 result not yet committed, at once. It follows each result's age at its commit, so that a
 SIGKILL sends again only what was answered in about the last RESULT_TARGET.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from missive.dispatch.worker import RESULT_TARGET, WINDOW_FLOOR, SendWindow
+from missive.dispatch.send_window import RESULT_TARGET, WINDOW_FLOOR, SendWindow
 
 
 def fill(window: SendWindow, count: int) -> list[str]:
@@ -81,3 +81,21 @@ def test_a_full_window_holds_the_next_send_until_a_result_leaves() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["still waiting", "late entered"]
+
+
+def test_take_enters_at_once_only_with_room_and_nobody_waiting() -> None:
+    """A batch of SMS joins its first message in the window only while there is room, and
+    never ahead of a send already waiting for its turn."""
+    async def scenario() -> None:
+        window = SendWindow(ceiling=256, start=WINDOW_FLOOR)
+        assert all(window.take(f"m{i}") for i in range(WINDOW_FLOOR))
+        assert not window.take("one more")  # full
+        waiting = asyncio.create_task(window.enter("waiter"))
+        await asyncio.sleep(0.01)
+        window.leave("m0", age=None, now=1.0)  # a place frees, handed to the waiter's turn
+        assert not window.take("jumps the queue")
+        await asyncio.wait_for(waiting, 1)
+        window.leave("m1", age=None, now=1.0)
+        assert window.take("after the waiter")
+
+    asyncio.run(scenario())

@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -41,6 +40,7 @@ from missive.dispatch.ratelimit import RateLimiter
 from missive.dispatch.recording import record_statuses
 from missive.dispatch.retry import RetryPolicy
 from missive.dispatch.routing import LinkRouter
+from missive.dispatch.send_window import SendWindow
 from missive.dispatch.sessions import SessionKeeper
 from missive.observability import context, exchanges, metrics
 from missive.sms.gsm import count_parts
@@ -67,11 +67,6 @@ Pushed = tuple[ChannelLink, list[Any]]
 CLAIM_BATCH = 256
 # How long a message another dispatcher must send waits before it is claimable again.
 ELSEWHERE_DELAY = 0.2
-# A send's result is to be committed within this long of the provider's answer: what a
-# crash sends twice is then what was answered in this last moment (SendWindow).
-RESULT_TARGET = 0.1
-# The fewest sends the window lets out at once, however slow the commits.
-WINDOW_FLOOR = 8
 # The most SMS sent together (`Dispatcher._send_together`): their results are recorded
 # once the last is answered, and a share of 256 (26 round trips of a window of 10) took
 # long enough for the SMSC's receipts of its first messages to come before their results.
@@ -79,65 +74,6 @@ SHARE_MAX = 64
 # A message of a disabled (or deleted) account: not sent, final. The hosted API's code
 # for an api_key "barred from submitting messages".
 ACCOUNT_BARRED = 1060
-
-
-class SendWindow:
-    """How many sends may be out (handed to their channel, their result not yet
-    committed) at once: what a SIGKILL sends twice.
-
-    The in-flight limit alone let results queue behind slow commits: on a loaded
-    machine with three dispatchers on PostgreSQL a batch of ~300 results took 0.4 to 1.1 s
-    to commit, results were 0.5 to 1.6 s old when committed, and a kill re-sent every one
-    of the 300 to 500 sends out (tests/test_many_processes.py). The window follows each
-    result's age at its commit: older than RESULT_TARGET, the window shrinks in
-    proportion (at most once per RESULT_TARGET, to let the smaller batches show); younger,
-    it grows by half a send per result, up to the in-flight limit. Smaller windows make
-    smaller batches and shorter commits, so the age comes back under the target."""
-
-    def __init__(self, ceiling: int, start: int = 64) -> None:
-        self._ceiling = max(ceiling, 1)
-        self._floor = min(WINDOW_FLOOR, self._ceiling)
-        self.limit = float(min(max(start, self._floor), self._ceiling))
-        self._out: set[str] = set()
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._cut_at = 0.0
-
-    @property
-    def capacity(self) -> int:
-        return int(self.limit)
-
-    async def enter(self, uuid: str) -> None:
-        while len(self._out) >= int(self.limit):
-            turn = asyncio.get_running_loop().create_future()
-            self._waiting.append(turn)
-            await turn
-        self._out.add(uuid)
-
-    def take(self, uuid: str) -> bool:
-        """Enter at once if there is room and nobody waits for it; else False."""
-        if self._waiting or len(self._out) >= int(self.limit):
-            return False
-        self._out.add(uuid)
-        return True
-
-    def leave(self, uuid: str, age: float | None, now: float) -> None:
-        """`uuid`'s result is committed `age` seconds after its answer (None: not at all)."""
-        if uuid not in self._out:
-            return
-        self._out.discard(uuid)
-        if age is not None:
-            if age > RESULT_TARGET:
-                if now - self._cut_at >= RESULT_TARGET:
-                    self.limit = max(self._floor, self.limit * max(0.5, RESULT_TARGET / age))
-                    self._cut_at = now
-            else:
-                self.limit = min(self._ceiling, self.limit + 0.5)
-        free = int(self.limit) - len(self._out)
-        while free > 0 and self._waiting:
-            turn = self._waiting.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                free -= 1
 
 
 class Dispatcher:
