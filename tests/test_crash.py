@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from missive.dispatch.worker import RESULT_TARGET, WINDOW_FLOOR
+from missive.dispatch.send_window import RESULT_TARGET, WINDOW_FLOOR
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.harness import Server, missive, missive_json, query, start_server
 
