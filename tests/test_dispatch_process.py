@@ -176,3 +176,11 @@ def test_serve_with_a_dispatch_process_wakes_it_restarts_it_and_stops_it(tmp_pat
             api.stop()
         assert api.process.returncode == 0
         assert not Path(f"/proc/{second}").exists(), "the dispatcher process outlived the API's"
+
+
+def test_dispatch_process_with_several_workers_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    done = missive(tmp_path, "serve", "--dispatch-process", "--workers", "2")
+    assert done.returncode == 2
+    assert "run `missive dispatch` beside --workers" in done.stderr
+    done = missive(tmp_path, "serve", "--workers", "2", env={"MISSIVE_DISPATCH_PROCESS": "true"})
+    assert done.returncode == 2
