@@ -265,15 +265,14 @@ class SmsChannel:
             return [Elsewhere()] * len(messages)
         pool = found[1]
         results: list[SendResult | Exception | None] = [None] * len(messages)
-        together: list[int] = []
+        together: list[int] = []  # one-part messages, in the order of `datas`
         datas: list[bytes] = []
-        apart: list[Any] = []
+        apart: list[int] = []  # several parts: through `send`
         for i, message in enumerate(messages):
             try:
                 submits = self._submits(message, link)
                 if len(submits) > 1:
-                    apart.append(self._send_recorded(message, link, recorders[i]))
-                    together.append(-1 - i)  # a marker: answered by `send`, in `apart`'s order
+                    apart.append(i)
                     continue
                 datas.append(encode_submit(0, submits[0]))  # bad fields fail here, alone
             except Exception as exc:  # noqa: BLE001 - this message's result, as `send` raises it
@@ -282,14 +281,12 @@ class SmsChannel:
             together.append(i)
             if recorders[i] is not None:
                 recorders[i].add(exchanges.Exchange("out", "smpp", *pdu_log.submit_sm(submits[0]), time.time()))
-        answered, alone = await asyncio.gather(pool.submit_many(datas), asyncio.gather(*apart, return_exceptions=True))
-        answers = iter(answered)
-        singles = iter(alone)
-        for i in together:
-            if i < 0:
-                results[-1 - i] = next(singles)
-                continue
-            answer = next(answers)
+        answered, alone = await asyncio.gather(
+            pool.submit_many(datas),
+            asyncio.gather(*(self._send_recorded(messages[i], link, recorders[i]) for i in apart), return_exceptions=True))
+        for i, result in zip(apart, alone, strict=True):
+            results[i] = result
+        for i, answer in zip(together, answered, strict=True):
             recorder = recorders[i]
             if isinstance(answer, Exception):
                 error = self._send_error(answer, pool)

@@ -117,9 +117,11 @@ class DispatchProcess:
             await process.wait()
 
 
-def read_wakes(on_messages: Callable[[], None], on_webhooks: Callable[[], None], on_end: Callable[[], None]) -> None:
+async def read_wakes(
+    on_messages: Callable[[], None], on_webhooks: Callable[[], None], on_end: Callable[[], None]
+) -> asyncio.BaseTransport:
     """In the child: call `on_messages()` / `on_webhooks()` for what the API process
-    writes on standard input, `on_end()` at its end."""
+    writes on standard input, `on_end()` at its end. The caller keeps the transport."""
     loop = asyncio.get_running_loop()
 
     class Wakes(asyncio.Protocol):
@@ -135,9 +137,5 @@ def read_wakes(on_messages: Callable[[], None], on_webhooks: Callable[[], None],
         def connection_lost(self, exc: Exception | None) -> None:
             on_end()
 
-    reading = loop.create_task(loop.connect_read_pipe(Wakes, sys.stdin))
-    _READING.add(reading)
-    reading.add_done_callback(_READING.discard)
-
-
-_READING: set[asyncio.Task[object]] = set()
+    transport, _ = await loop.connect_read_pipe(Wakes, sys.stdin)
+    return transport

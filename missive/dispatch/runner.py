@@ -52,10 +52,13 @@ async def run_dispatcher(settings: Settings) -> None:
         ops = _OpsServer(config)
         serving = asyncio.create_task(ops.serve(), name="missive-ops-http")
     dispatcher.start()
+    wakes = None
     if settings.dispatch_woken_by_stdin:  # the child of `serve --dispatch-process`
-        read_wakes(dispatcher.notify, dispatcher.webhooks.wake.set, stop.set)
+        wakes = await read_wakes(dispatcher.notify, dispatcher.webhooks.wake.set, stop.set)
     log.info("dispatcher %s running", dispatcher.sessions.id)
     await stop.wait()
+    if wakes is not None:
+        wakes.close()
     await dispatcher.stop()
     if ops is not None and serving is not None:
         ops.should_exit = True

@@ -142,6 +142,7 @@ class SmppBind:
             return [down] * len(datas)
         answers = _Answers(link, results)
         sequences: list[int] = []
+        failure: SessionDown | None = None
         try:
             for i, data in enumerate(datas):
                 await link.take_slot()
@@ -156,15 +157,15 @@ class SmppBind:
         except TimeoutError:
             pass
         except SessionDown as down:
-            answers.fail(down)
+            failure = down
         finally:
-            # What is still unanswered (no answer in time, or the wait cancelled) gives
-            # its slot in the window back.
+            # What is still unanswered (the session down, no answer in time, the wait
+            # cancelled) ends in that error and gives its slot in the window back.
             for sequence in sequences:
                 answer = link.pending.pop(sequence, None)
                 if answer is not None and not answer.done():
-                    answer.set_exception(SessionDown(f"no submit_sm_resp (sequence {sequence}) "
-                                                     f"within {self.config.response_timeout}s"))
+                    answer.set_exception(failure or SessionDown(
+                        f"no submit_sm_resp (sequence {sequence}) within {self.config.response_timeout}s"))
         for i, result in enumerate(results):
             if result is None:  # not written: the session went down first
                 results[i] = SessionDown(link.reason or f"{self.name} is down")
@@ -395,12 +396,6 @@ class _Answers:
         self.out -= 1
         if not self.out and not self.writing and not self.done.done():
             self.done.set_result(None)
-
-    def fail(self, error: Exception) -> None:
-        """Every submit written and not answered ends in `error`."""
-        for answer in list(self.link.pending.values()):
-            if isinstance(answer, _Answer) and answer.answers is self and not answer.done():
-                answer.set_exception(error)
 
 
 class _Answer:
