@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,8 @@ def message(text: bytes = b"hello", **fields: Any) -> dict[str, Any]:
             "dest_addr_ton": 1, "dest_addr_npi": 1, "short_message": text, **fields}
 
 
-async def ignore(_: DeliverSm) -> None:
-    return None
+async def ignore(delivers: list[DeliverSm]) -> list[bool]:
+    return [True] * len(delivers)
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
@@ -242,9 +243,10 @@ def test_deliver_sm_answered_after_the_handler(smsc: FakeSMSC) -> None:
     received: list[DeliverSm] = []
     release = asyncio.Event()
 
-    async def handler(deliver: DeliverSm) -> None:
+    async def handler(delivers: list[DeliverSm]) -> list[bool]:
         await release.wait()
-        received.append(deliver)
+        received.extend(delivers)
+        return [True] * len(delivers)
 
     async def body() -> None:
         bind = SmppBind(config(smsc.port), handler, name="rx")
@@ -268,10 +270,11 @@ def test_deliver_sm_answered_after_the_handler(smsc: FakeSMSC) -> None:
 def test_failing_handler_gets_redelivery(smsc: FakeSMSC) -> None:
     calls: list[DeliverSm] = []
 
-    async def handler(deliver: DeliverSm) -> None:
-        calls.append(deliver)
+    async def handler(delivers: list[DeliverSm]) -> list[bool]:
+        calls.extend(delivers)
         if len(calls) == 1:
             raise RuntimeError("storage unavailable")
+        return [True] * len(delivers)
 
     async def body() -> None:
         bind = SmppBind(config(smsc.port), handler)
@@ -286,6 +289,39 @@ def test_failing_handler_gets_redelivery(smsc: FakeSMSC) -> None:
         await bind.close()
 
     run(body)
+
+
+def test_deliver_sm_read_together_go_to_the_handler_together_and_fail_alone(smsc: FakeSMSC) -> None:
+    # Six parts sent at once; the first call holds the event loop (as a busy dispatcher
+    # does), so the other five wait in the socket and come in one read: handed over
+    # together, each answered for itself. The one the handler could not store (part 3,
+    # the first time) alone is sent again.
+    smsc.configure(receipts={"mode": "none"})
+    calls: list[list[int]] = []
+
+    async def handler(delivers: list[DeliverSm]) -> list[bool]:
+        seqs = [d.short_message[5] for d in delivers]  # the UDH's part number
+        if not calls:
+            time.sleep(0.3)
+        calls.append(seqs)
+        first_time = sum(seq == 3 for call in calls for seq in call) == 1
+        return [not (seq == 3 and first_time) for seq in seqs]
+
+    async def body() -> None:
+        bind = SmppBind(config(smsc.port), handler, name="rx")
+        bind.start()
+        assert await bind.wait_bound(5)
+        await asyncio.to_thread(smsc.deliver, "447700900001", "Missive", "abcdefghijkl", parts=6)
+        state = await until(lambda s: sum(d["status"] == 0 for d in s["delivers"]) == 6, smsc)
+        answers = sorted((d["short_message"][-12:], d["attempt"], d["status"]) for d in state["delivers"])
+        assert [a for a in answers if a[2] != 0] == [a for a in answers if a[1] == 1 and a[2] == 0x64]
+        assert len([a for a in answers if a[2] == 0x64]) == 1
+        await bind.close()
+
+    run(body)
+    assert sorted(seq for call in calls for seq in call) == [1, 2, 3, 3, 4, 5, 6]
+    assert len(calls) < 6 and max(len(call) for call in calls) > 1  # read together, handed over together
+    assert calls[-1] == [3]  # the redelivery, alone
 
 
 def test_pool_spreads_submits(smsc: FakeSMSC) -> None:

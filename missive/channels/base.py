@@ -15,7 +15,8 @@ and provider callbacks into events.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -115,9 +116,10 @@ class InboundPart:
     payload: bytes
 
 
-# What a channel with its own connections (SMPP) hands to the dispatcher; it answers the
-# provider only after this returns, so an event is stored before it is acknowledged.
-EventSink = Callable[[ChannelLink, list["Receipt | InboundEvent | InboundPart"]], Awaitable[None]]
+# What a channel with its own connections (SMPP) hands to the dispatcher: the future is
+# done once the events are stored (or failed with why not), and the channel answers the
+# provider only then, so an event is stored before it is acknowledged.
+EventSink = Callable[[ChannelLink, list["Receipt | InboundEvent | InboundPart"]], asyncio.Future[None]]
 
 
 class SendError(Exception):

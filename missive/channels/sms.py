@@ -205,9 +205,9 @@ class SmsChannel:
             enquire_link_interval=config.enquire_link_interval, response_timeout=self._settings.provider_timeout,
         )
 
-        async def on_deliver(pdu: DeliverSm) -> None:
+        async def on_deliver(delivers: list[DeliverSm]) -> list[bool]:
             # The link as last read: a receipt is read with the current `receipt_ids`.
-            await self._delivered(self._links.get(link.id, link), pdu)
+            return await self._delivered(self._links.get(link.id, link), delivers)
 
         pool = SmppPool(bind, config.binds, on_deliver, name=f"sms-{link.id[:8]}")
         pool.start()
@@ -370,23 +370,43 @@ class SmsChannel:
 
     # -- what the SMSC pushes -----------------------------------------------------------
 
-    async def _delivered(self, link: ChannelLink, pdu: DeliverSm) -> None:
-        """Turn a deliver_sm into an event and hand it over; raising makes the session
-        answer with a temporary error, so the SMSC sends it again."""
+    async def _delivered(self, link: ChannelLink, delivers: list[DeliverSm]) -> list[bool]:
+        """Turn deliver_sm read together into events and hand them over, each on its own
+        (one that cannot be read or stored fails alone); say of each whether it is stored.
+        One that is not gets a temporary error back, so the SMSC sends it again."""
+        if self.sink is None:
+            raise RuntimeError("no dispatcher to take SMSC events")
+        stored: list[bool | asyncio.Future[None]] = []
+        for pdu in delivers:
+            try:
+                event = self._event(link, pdu)
+            except Exception:
+                log.exception("link %s: deliver_sm seq %d unreadable; asking for it again", link.id, pdu.sequence_number)
+                stored.append(False)
+                continue
+            stored.append(True if event is None else self.sink(link, [event]))
+        for i, item in enumerate(stored):
+            if isinstance(item, bool):
+                continue
+            try:
+                await item
+                stored[i] = True
+            except Exception as exc:  # noqa: BLE001 - said to the SMSC, which sends it again
+                log.warning("link %s: deliver_sm seq %d not stored (%s); asking for it again",
+                            link.id, delivers[i].sequence_number, exc)
+                stored[i] = False
+        return stored  # type: ignore[return-value] - every future awaited above
+
+    def _event(self, link: ChannelLink, pdu: DeliverSm) -> Any:
+        """The event a deliver_sm carries, or None for a receipt that is not final."""
         if is_receipt(pdu.esm_class, pdu.receipted_message_id):
             receipt = parse_receipt(pdu.short_message, pdu.receipted_message_id, pdu.message_state, link.id,
                                     link.config.get("receipt_ids", "as_submitted"))
             if receipt is None:
                 log.info("link %s: receipt that is not final, ignored", link.id)
-                return
-            if self._log_pdus:
-                receipt = pdu_log.with_pdu(receipt, pdu)
-            events: list[Any] = [receipt]
-        else:
-            sar = (pdu.sar_msg_ref_num, pdu.sar_total_segments, pdu.sar_segment_seqnum)
-            events = [parse_inbound(pdu.destination_addr, pdu.source_addr, pdu.esm_class, pdu.data_coding,
-                                    pdu.short_message, pdu.message_payload, sar)]
-        if self.sink is None:
-            raise RuntimeError("no dispatcher to take SMSC events")
-        await self.sink(link, events)
+                return None
+            return pdu_log.with_pdu(receipt, pdu) if self._log_pdus else receipt
+        sar = (pdu.sar_msg_ref_num, pdu.sar_total_segments, pdu.sar_segment_seqnum)
+        return parse_inbound(pdu.destination_addr, pdu.source_addr, pdu.esm_class, pdu.data_coding,
+                             pdu.short_message, pdu.message_payload, sar)
 

@@ -602,8 +602,8 @@ class Dispatcher:
 
     # -- channels with their own connections (SMPP) ----------------------------------
 
-    async def _link_events(self, link: ChannelLink, events: list[Any]) -> None:
-        await self._results.submit((link, events))
+    def _link_events(self, link: ChannelLink, events: list[Any]) -> asyncio.Future[None]:
+        return self._results.enqueue((link, events))
 
     # -- timers -----------------------------------------------------------------------
 

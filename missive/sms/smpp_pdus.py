@@ -133,7 +133,12 @@ class _Fixed:
 
 def header(data: bytes) -> tuple[int, int, int, int]:
     """(command_length, command_id, command_status, sequence_number) of a PDU."""
-    length, command_id, status, sequence = HEADER.unpack_from(data)
+    return header_at(data, 0)
+
+
+def header_at(data: bytes, offset: int) -> tuple[int, int, int, int]:
+    """`header` of the PDU starting at `offset` of `data`."""
+    length, command_id, status, sequence = HEADER.unpack_from(data, offset)
     return length, command_id, status, sequence
 
 

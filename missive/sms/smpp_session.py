@@ -10,8 +10,10 @@ SessionDown when there is no bind, the connection drops or no response comes in 
 the message may or may not have reached the SMSC, and the caller retries.
 
 A deliver_sm (receipt or inbound message) is answered only after the handler returns,
-so nothing is acknowledged before it is safe; a handler that raises gets ESME_RX_T_APPN
-back to the SMSC, which delivers the PDU again later.
+so nothing is acknowledged before it is safe. The deliver_sm read together (what one read
+of the socket brought) go to the handler together, which says of each whether it is
+stored; one that is not, or all of them when the handler raises, get ESME_RX_T_APPN back
+to the SMSC, which delivers them again later.
 """
 
 from __future__ import annotations
@@ -64,7 +66,12 @@ class BindConfig:
                 raise ValueError(f"{name} is at most {limit - 1} characters in SMPP 3.4")
 
 
-DeliverHandler = Callable[[DeliverSm], Awaitable[None]]
+# Takes the deliver_sm read together; says of each, in order, whether it is stored.
+DeliverHandler = Callable[[list[DeliverSm]], Awaitable[list[bool]]]
+# What one read of the socket takes at most. Bytes of a PDU not whole yet wait for the
+# next read; the framing refuses a command_length past MAX_PDU, so at most that and one
+# read are ever kept.
+READ_SIZE = 64 * 1024
 def backoff(failures: int, low: float, high: float) -> float:
     """Exponential from `low`, capped at `high`, jittered over the upper half of it."""
     cap = min(high, low * 2 ** min(failures, 30))
@@ -290,17 +297,36 @@ class SmppBind:
             await self._request(link, "enquire_link")
 
     async def _read(self, link: Link) -> None:
+        """Every whole PDU of each read of the socket, in order; the deliver_sm among
+        them handed over together. Two `readexactly` a PDU, and a task and a wait for the
+        results batch each deliver_sm, were ~12% of a dispatcher's CPU on the peers'
+        harness, where a read brings tens of submit_sm_resp and receipts."""
+        pending = b""
         try:
             while not link.closed.is_set():
-                head = await link.reader.readexactly(pdus.HEADER_SIZE)
-                length, command_id, status, sequence = pdus.header(head)
-                if not pdus.HEADER_SIZE <= length <= pdus.MAX_PDU:
-                    link.shut(f"absurd command_length {length}: stream out of step")
+                chunk = await link.reader.read(READ_SIZE)
+                if not chunk:
+                    link.shut("connection closed by the SMSC")
                     return
-                data = head + await link.reader.readexactly(length - pdus.HEADER_SIZE)
-                await self._received(link, data, command_id, status, sequence)
-        except asyncio.IncompleteReadError:
-            link.shut("connection closed by the SMSC")
+                data = pending + chunk if pending else chunk
+                delivers: list[pdus.DeliverSm] = []
+                start, end = 0, len(data)
+                while end - start >= pdus.HEADER_SIZE:
+                    length, command_id, status, sequence = pdus.header_at(data, start)
+                    if not pdus.HEADER_SIZE <= length <= pdus.MAX_PDU:
+                        link.shut(f"absurd command_length {length}: stream out of step")
+                        return
+                    if end - start < length:
+                        break
+                    deliver = self._received(link, data[start:start + length], command_id, status, sequence)
+                    if deliver is not None:
+                        delivers.append(deliver)
+                    start += length
+                pending = data[start:]
+                if delivers:
+                    task = asyncio.get_running_loop().create_task(self._deliver(link, delivers))
+                    self._deliveries.add(task)
+                    task.add_done_callback(self._deliveries.discard)
         except (ConnectionError, OSError) as exc:
             link.shut(f"connection lost: {exc!r}")
         except SessionDown:
@@ -309,22 +335,20 @@ class SmppBind:
             log.exception("%s: reading failed", self.name)
             link.shut(f"reading failed: {exc!r}")
 
-    async def _received(self, link: Link, data: bytes, command_id: int, status: int, sequence: int) -> None:
+    def _received(self, link: Link, data: bytes, command_id: int, status: int, sequence: int) -> pdus.DeliverSm | None:
+        """Handle one PDU; a deliver_sm is returned, to be handed over with the others
+        of its read."""
         # A message's own PDUs first, through the direct codec (see smpp_pdus).
         if command_id == pdus.SUBMIT_SM_RESP:
             self._settle(link, command_id, status, sequence, pdus.submit_resp_id(data))
-            return
+            return None
         if command_id == pdus.DELIVER_SM:
             try:
-                deliver = pdus.decode_deliver_sm(data, self.name)
+                return pdus.decode_deliver_sm(data, self.name)
             except (ValueError, IndexError) as exc:
                 log.warning("%s: undecodable deliver_sm (seq %d): %r", self.name, sequence, exc)
                 link.write(pdus.encode("generic_nack", sequence, status=pdus.ESME_RINVCMDLEN))
-                return
-            task = asyncio.get_running_loop().create_task(self._deliver(link, deliver))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
-            return
+                return None
         is_response = bool(command_id & pdus.RESPONSE_BIT)
         try:
             pdu = pdus.decode(data)
@@ -335,21 +359,22 @@ class SmppBind:
             if not is_response:
                 nack = pdus.ESME_RINVCMDID if unknown else pdus.ESME_RINVCMDLEN
                 link.write(pdus.encode("generic_nack", sequence, status=nack))
-                return
+                return None
             pdu = None  # a response still settles its request, by its status
         if is_response:
             self._settle(link, command_id, status, sequence, pdu)
-            return
+            return None
         name = pdu.command
         if name == "enquire_link":
             link.write(pdus.encode("enquire_link_resp", sequence))
         elif name == "unbind":
-            await link.send(pdus.encode("unbind_resp", sequence))
-            link.shut("unbound by the SMSC")
+            link.write(pdus.encode("unbind_resp", sequence))
+            link.shut("unbound by the SMSC")  # written first: shut flushes
         elif name == "alert_notification":
             pass  # has no response, and we keep no availability state
         else:
             link.write(pdus.encode("generic_nack", sequence, status=pdus.ESME_RINVCMDID))
+        return None
 
     def _settle(self, link: Link, command_id: int, status: int, sequence: int, decoded: Any) -> None:
         """A response settles the request of its sequence number."""
@@ -361,19 +386,22 @@ class SmppBind:
         elif command_id == pdus.GENERIC_NACK:
             log.warning("%s: generic_nack %s for sequence %d", self.name, pdus.status_name(status), sequence)
 
-    async def _deliver(self, link: Link, deliver: pdus.DeliverSm) -> None:
-        status = pdus.ESME_ROK
-        sequence = deliver.sequence_number
+    async def _deliver(self, link: Link, delivers: list[pdus.DeliverSm]) -> None:
         try:
-            await self._on_deliver(deliver)
+            stored = await self._on_deliver(delivers)
+            if len(stored) != len(delivers):
+                raise ValueError(f"the handler answered for {len(stored)} of {len(delivers)} deliver_sm")
         except Exception:
-            log.exception("%s: deliver_sm handler failed (seq %d); asking for redelivery", self.name, sequence)
-            status = pdus.ESME_RX_T_APPN
+            log.exception("%s: deliver_sm handler failed (seq %d, %d PDU(s)); asking for redelivery",
+                          self.name, delivers[0].sequence_number, len(delivers))
+            stored = [False] * len(delivers)
         try:
-            await link.send(pdus.encode_response(pdus.DELIVER_SM, sequence, status))
+            for deliver, ok in zip(delivers, stored, strict=True):
+                status = pdus.ESME_ROK if ok else pdus.ESME_RX_T_APPN
+                await link.send(pdus.encode_response(pdus.DELIVER_SM, deliver.sequence_number, status))
         except SessionDown:
-            log.warning("%s: deliver_sm seq %d handled but the link is gone; the SMSC will redeliver",
-                        self.name, sequence)
+            log.warning("%s: deliver_sm seq %d (%d PDU(s)) handled but the link is gone; the SMSC will redeliver",
+                        self.name, delivers[0].sequence_number, len(delivers))
 
 
 class _Answers:
