@@ -17,7 +17,7 @@ from missive.sms.deliveries import ref_forms
 from missive.store import provider_logs
 from missive.store.bulk import delete_many, insert_many, update_many
 from missive.store.statuses import StatusChange
-from missive.store.tables import messages, outbox, provider_refs, timers
+from missive.store.tables import outbox, provider_refs, timers
 from missive.webhooks.outbox import WebhookTargets
 
 
@@ -101,11 +101,11 @@ async def write_outcomes(conn: AsyncConnection, targets: WebhookTargets, outcome
     }
     await insert_many(conn, provider_refs, list(ref_rows.values()), replace=("message_uuid", "created_at"))
     await insert_many(conn, timers, timer_rows)
-    await update_many(conn, messages, "uuid", [
-        {"uuid": o.message_uuid, "link_id": o.link[0], "link_kind": o.link[1]} for o in done if o.link])
     await provider_logs.write(conn, [row for o in outcomes for row in o.logs])
     now = max((o.at for o in outcomes), default=0.0)
-    await record_statuses(conn, targets, [o.change for o in done if o.change is not None] + at_once, now)
+    # The link each went out on is set with its status move.
+    links = {o.message_uuid: {"link_id": o.link[0], "link_kind": o.link[1]} for o in done if o.link}
+    await record_statuses(conn, targets, [o.change for o in done if o.change is not None] + at_once, now, links)
     if sms_refs:
         # Receipts that overtook their submit_sm_resp are applied now, after `submitted`.
         await rematch(conn, targets, sms_refs, now)

@@ -14,8 +14,12 @@ from missive.webhooks.outbox import WebhookTargets, enqueue_status_webhooks
 from missive.workflows import engine as workflows
 
 
-async def record_statuses(conn: AsyncConnection, targets: WebhookTargets, changes: list[StatusChange], now: float) -> list[tuple[StatusChange, dict[str, Any]]]:
-    applied = await apply_changes(conn, changes)
+async def record_statuses(
+    conn: AsyncConnection, targets: WebhookTargets, changes: list[StatusChange], now: float,
+    columns: dict[str, dict[str, Any]] | None = None,
+) -> list[tuple[StatusChange, dict[str, Any]]]:
+    """`apply_changes` (`columns` set with the moves), then what follows each move."""
+    applied = await apply_changes(conn, changes, columns)
     for change, row in applied:
         metrics.status_recorded(row["channel"], change.status)
     await enqueue_status_webhooks(conn, targets, applied, now)

@@ -44,15 +44,20 @@ def moves_forward(current: str, new: str) -> bool:
 
 
 async def apply_changes(
-    conn: AsyncConnection, changes: list[StatusChange]
+    conn: AsyncConnection, changes: list[StatusChange], columns: dict[str, dict[str, Any]] | None = None,
 ) -> list[tuple[StatusChange, dict[str, Any]]]:
-    """Record `changes`; return those that moved their message, with the message row."""
+    """Record `changes`; return those that moved their message, with the message row.
+    `columns` (by message uuid) are set on those messages too, in the same statement as
+    their move (a send's link, with its `submitted`): an update of the row fewer."""
     if not changes:
         return []
     # Every column but the request body: what follows a move (webhooks, workflows,
     # metrics) never reads it, so it is neither fetched nor decoded.
     current = {row["uuid"]: row for row in await rows_in(conn, messages, _ROW, "uuid",
                                                          {c.message_uuid for c in changes}, lock=True)}
+    for uuid, values in (columns or {}).items():
+        if uuid in current:
+            current[uuid].update(values)  # what follows a move reads the row as written
     events: list[dict[str, Any]] = []
     applied: list[tuple[StatusChange, dict[str, Any]]] = []
     # One update per message: its last move in this batch.
@@ -80,6 +85,13 @@ async def apply_changes(
             row["updated_at"] = change.at
             moves[change.message_uuid] = {"uuid": change.message_uuid, "status": change.status, "updated_at": change.at}
             applied.append((change, dict(row)))
+    for uuid, values in (columns or {}).items():
+        moves.setdefault(uuid, {"uuid": uuid}).update(values)
+    # update_many takes rows naming the same columns: one statement for each set.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for move in moves.values():
+        shapes.setdefault(tuple(move), []).append(move)
     await insert_many(conn, message_events, events)
-    await update_many(conn, messages, "uuid", list(moves.values()))
+    for rows in shapes.values():
+        await update_many(conn, messages, "uuid", rows)
     return applied
