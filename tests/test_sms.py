@@ -311,3 +311,16 @@ def test_inbound_goes_to_the_application_owning_the_number(live: Live) -> None:
     [hook] = [h for h in live.receiver.snapshot(accepted_only=True) if h.json.get("from") == "447700900612"]
     assert hook.path == "/app-inbound" and hook.json["text"] == "to the app"
     assert hook.json["to"] == "+447700900777"
+
+
+def test_a_receipt_with_both_tlvs_reads_its_text_only_for_the_error() -> None:
+    text = b"id:ignored sub:001 dlvrd:000 submit date:2612072325 done date:2612072325 stat:DELIVRD err:007 text:"
+    delivered = parse_receipt(text, "1F2E", 2, "L")
+    assert delivered is not None and (delivered.refs[0], delivered.status) == ("L:1F2E", "delivered")
+    # The TLVs win over the text; the error comes from the text.
+    failed = parse_receipt(text, "1F2E", 5, "L")
+    assert failed is not None and (failed.refs[0], failed.status, failed.error_code) == ("L:1F2E", "undeliverable", 1260)
+    assert failed.error_reason == "Destination unreachable (SMSC stat UNDELIV, err 007)"
+    # A state that is not final: no receipt; no id anywhere: none either.
+    assert parse_receipt(text, "1F2E", 1, "L") is None
+    assert parse_receipt(b"stat:DELIVRD", None, 2, "L") is None

@@ -69,9 +69,11 @@ def parse_receipt(
     receipt_ids: str = "as_submitted",
 ) -> Receipt | None:
     """The receipt, or None when it is not final (ENROUTE, ACCEPTD...) or names no id."""
-    fields = {k.lower(): v for k, v in _FIELD.findall(short_message.decode("latin-1"))}
+    stat = STATES.get(message_state or 0)
+    # Both TLVs given, the text is read only for the error of a failure.
+    fields = {} if receipted_message_id and stat else _fields(short_message)
     smsc_id = receipted_message_id or fields.get("id")
-    stat = STATES.get(message_state or 0) or fields.get("stat", "").upper()
+    stat = stat or fields.get("stat", "").upper()
     if not smsc_id:
         return None
     refs = ref_forms(scoped_ref(link_id, smsc_id), receipt_ids)
@@ -79,9 +81,13 @@ def parse_receipt(
         return Receipt(refs, "delivered")
     if stat in FAILURES:
         code, reason = FAILURES[stat]
-        err = fields.get("err")
+        err = (fields or _fields(short_message)).get("err")
         return Receipt(refs, "undeliverable", code, f"{reason} (SMSC stat {stat}" + (f", err {err})" if err else ")"))
     return None
+
+
+def _fields(short_message: bytes) -> dict[str, str]:
+    return {k.lower(): v for k, v in _FIELD.findall(short_message.decode("latin-1"))}
 
 
 def parse_inbound(
