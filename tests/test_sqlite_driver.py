@@ -71,10 +71,9 @@ def test_a_statement_is_one_hop_and_a_closed_transaction_needs_no_rollback(tmp_p
         async with engine.begin() as conn:
             await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
             rows = (await conn.execute(select(webhook_attempts.c.webhook_id))).all()
-        # The writer lock free, BEGIN IMMEDIATE and the insert run at once, and so does
-        # the select, in the open transaction (Connection.call); COMMIT is the one hop;
-        # no rollback at checkin.
-        assert hops[0] == 1
+        # The insert (with the deferred BEGIN IMMEDIATE) and COMMIT; the select runs at
+        # once, in the open transaction (Connection.call); no rollback at checkin.
+        assert hops[0] == 2
         assert [r.webhook_id for r in rows] == ["w-1"]
 
     _with_engine(tmp_path, run)
@@ -91,10 +90,9 @@ def test_batched_writes_go_with_the_next_statement_or_the_commit(tmp_path: Path)
         assert hops[0] == 1
         async with engine.begin() as conn:
             await insert_many(conn, webhook_attempts, [_attempt("w-3", 200)])
-            # A read sees the writes before it: they go first (begun here, the lock
-            # free: no hop).
+            # A read sees the writes before it: they go first, in its hop.
             codes = dict((await conn.execute(select(webhook_attempts.c.webhook_id, webhook_attempts.c.status_code))).all())
-            assert hops[0] == 1
+            assert hops[0] == 2
         assert codes == {"w-0": 500, "w-1": 200, "w-2": 500, "w-3": 200}
         # A deferred write that fails fails its transaction, at the commit, and
         # leaves nothing of it.
@@ -289,48 +287,6 @@ async def _insert(engine: AsyncEngine, webhook_id: str) -> None:
         await conn.execute(insert(webhook_attempts).values(_attempt(webhook_id, 200)))
 
 
-def test_a_transaction_begins_in_the_loop_when_the_lock_is_free_and_waits_in_the_worker_when_not(tmp_path: Path) -> None:
-    # Begun in the event loop's thread, the transaction holds the writer lock for its own
-    # statements only. A writer that does not take the lock file (the sqlite3 shell) must
-    # not stall the loop: BEGIN goes to the worker, which waits for it there.
-    database = tmp_path / "missive.db"
-
-    async def run(engine: AsyncEngine) -> None:
-        hops = await _count_hops(engine)
-        async with engine.begin() as conn:
-            await conn.execute(insert(webhook_attempts).values(_attempt("w-1", 200)))
-            assert hops[0] == 0 and not _lock_free(database)
-        assert hops[0] == 1 and _lock_free(database)
-
-        shell = sqlite3.connect(database, isolation_level=None)
-        shell.execute("BEGIN IMMEDIATE")
-        ticks: list[float] = []
-
-        async def tick() -> None:
-            while True:
-                ticks.append(asyncio.get_running_loop().time())
-                await asyncio.sleep(0.01)
-
-        ticker = asyncio.ensure_future(tick())
-        writing = asyncio.ensure_future(_insert(engine, "w-2"))
-        await asyncio.sleep(0.8)
-        assert not writing.done()
-        shell.execute("INSERT INTO webhook_attempts (webhook_id, at, status_code, duration_ms) VALUES ('w-shell', 1.0, 200, 1.0)")
-        shell.execute("COMMIT")
-        shell.close()
-        await asyncio.wait_for(writing, 10)
-        ticker.cancel()
-        # The loop went on while the shell held SQLite's lock (the insert waited in the
-        # worker, in SQLite's busy handler); before, it would have slept in the loop.
-        assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.3
-        assert _lock_free(database)
-        async with engine.connect() as conn:
-            ids = (await conn.execute(select(webhook_attempts.c.webhook_id))).scalars().all()
-        assert sorted(ids) == ["w-1", "w-2", "w-shell"]
-
-    _with_engine(tmp_path, run)
-
-
 def test_rows_in_a_transaction_go_straight_to_the_driver(tmp_path: Path) -> None:
     # rows_in inside a transaction: no SQLAlchemy execution, the writes deferred before
     # it seen, its errors raised as SQLAlchemy raises a driver's.
@@ -344,7 +300,8 @@ def test_rows_in_a_transaction_go_straight_to_the_driver(tmp_path: Path) -> None
             sqlalchemy.event.listen(conn.sync_engine, "before_cursor_execute", lambda *a: executed.append(a[2]))
             rows = await rows_in(conn, webhook_attempts, ("webhook_id", "status_code"), "webhook_id", ["w-0", "w-2", "w-9"])
             assert sorted((r["webhook_id"], r["status_code"]) for r in rows) == [("w-0", 200), ("w-2", 202)]
-            assert executed == [] and hops[0] == 0
+            # One hop: BEGIN and the insert deferred before it went with it.
+            assert executed == [] and hops[0] == 1
         with pytest.raises(sqlalchemy.exc.DBAPIError):
             async with engine.begin() as conn:
                 await rows_in(conn, webhook_attempts, ("webhook_id",), "webhook_id", [object()])

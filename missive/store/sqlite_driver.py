@@ -22,9 +22,7 @@ end-to-end bench the connection was checked out 96% of the time, ~3 ms per trans
 of ~6 hops. An accept batch (BEGIN, two inserts, COMMIT) is now one hop. A deferred
 statement that fails raises from the hop it went in, inside the same transaction. A
 batch of writes with no transaction open goes as a transaction of its own (BEGIN
-IMMEDIATE, the writes, COMMIT) in one hop: `Connection.transaction`. A transaction whose
-first statement finds the writer lock free begins in the event loop's thread, with no
-hop at all before its COMMIT (`Connection._begin_here`).
+IMMEDIATE, the writes, COMMIT) in one hop: `Connection.transaction`.
 """
 
 from __future__ import annotations
@@ -87,23 +85,21 @@ class WriterLock:
     def __init__(self, database: str, timeout: float) -> None:
         self._fd = os.open(database + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._timeout = timeout
-        self.busy_ms = int(timeout * 1000)
         self.held = False
-
-    def try_take(self) -> bool:
-        """Take the lock if it is free now, without waiting (in the event loop's thread)."""
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        self.held = True
-        return True
 
     def take(self) -> None:
         # In the worker thread.
         deadline = time.monotonic() + self._timeout
-        while not self.try_take() and time.monotonic() < deadline:
-            time.sleep(self.POLL)
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(self.POLL)
+                continue
+            self.held = True
+            return
 
     def give_back(self) -> None:
         if self.held:
@@ -233,35 +229,9 @@ class Connection(aiosqlite.Connection):
         return await self._execute(fn, *args)
 
     async def statement(self, sql: str, parameters: Any, many: bool) -> _Result:
-        """Run one statement, the deferred writes before it."""
-        deferred = self.take_deferred()
-        if deferred and deferred[0][0] == BEGIN and not self._in_transaction() and self._begin_here():
-            deferred = deferred[1:]
-        return await self.call(_run, self, deferred, sql, parameters, many)
-
-    def _begin_here(self) -> bool:
-        """BEGIN IMMEDIATE in the event loop's thread, if the writer lock is free now.
-
-        Begun in the worker's hop, a transaction held the lock from then until the event
-        loop came round to the hop's answer: on the peers' harness half of the time a
-        dispatcher held the lock (4.8 of 9.8 s in a run of 30,000 messages) went by
-        before its transaction's second statement, the API process waiting all along.
-        Begun here, what the transaction holds the lock for is its own statements and its
-        commit. SQLite's lock is free once the file's is, but for a process that does not
-        take the file's (the sqlite3 shell): BEGIN then fails at once rather than waiting
-        in SQLite's busy handler in the event loop, and goes to the worker as before."""
-        lock = self.writer_lock
-        if lock is None or self._connection is None or not lock.try_take():
-            return False
-        raw = self._connection
-        raw.execute("PRAGMA busy_timeout=0")
-        try:
-            raw.execute(BEGIN)
-        except sqlite3.OperationalError:
-            return False  # the lock file stays held; the worker's BEGIN waits for SQLite's
-        finally:
-            raw.execute(f"PRAGMA busy_timeout={lock.busy_ms}")
-        return True
+        """Run one statement, the deferred writes before it: (description, rows,
+        rowcount, lastrowid)."""
+        return await self.call(_run, self, self.take_deferred(), sql, parameters, many)
 
     def take_deferred(self) -> list[Statement]:
         deferred, self._deferred = self._deferred, []
