@@ -67,7 +67,8 @@ def test_filters_and_cursor_pages(fresh: Server) -> None:
 @pytest.mark.parametrize(
     ("query", "name"),
     [("status=sent", "status"), ("channel=fax", "channel"), ("since=yesterday", "since"),
-     ("cursor=%%%", "cursor"), ("page_size=0", "page_size"), ("page_size=1000", "page_size")],
+     ("cursor=%%%", "cursor"), ("page_size=0", "page_size"), ("page_size=1000", "page_size"),
+     ("client_ref=a%00b", "client_ref"), ("to=4477%00", "to")],
 )
 def test_bad_filters_are_named(fresh: Server, query: str, name: str) -> None:
     with fresh.client() as client:

@@ -211,6 +211,9 @@ def _filters(request: Request) -> tuple[MessageFilter, int]:
     before = _decode_cursor(query["cursor"]) if query.get("cursor") else None
     if query.get("cursor") and before is None:
         errors.append(InvalidParameter("cursor", "is not a cursor this server returned"))
+    # NUL cannot be in PostgreSQL text, so no stored message has one (bodies refuse it).
+    errors += [InvalidParameter(name, "must not contain NUL characters")
+               for name in ("to", "client_ref") if "\x00" in query.get(name, "")]
     if errors:
         raise invalid_params(errors)
     filters = MessageFilter(

@@ -114,7 +114,8 @@ FILTER_FIELDS = ("channel", "status", "to", "from", "client_ref", "since", "unti
 @page
 async def message_list(request: Request, svc: Services, session: Session) -> Response:
     query = request.query_params
-    chosen = {k: query.get(k, "").strip() for k in FILTER_FIELDS}
+    # NUL cannot be in PostgreSQL text, so no stored value has one: dropped from filters.
+    chosen = {k: query.get(k, "").replace("\x00", "").strip() for k in FILTER_FIELDS}
     cursor = query.get("cursor", "")
     filters = queries.Filters(
         channel=chosen["channel"] or None, status=chosen["status"] or None, to=chosen["to"] or None,
