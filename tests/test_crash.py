@@ -186,8 +186,12 @@ def check_everything_arrived(
     sends, pairs = sandbox_sends(log), accepted_pairs(receiver)
     assert set(sends) == wanted, "the sandbox saw messages nobody accepted"
     assert set(pairs) == pairs_wanted, "webhooks for statuses that never happened"
-    pending = query(db, "SELECT state, COUNT(*) FROM webhook_outbox GROUP BY state")
-    assert dict(pending) == {"delivered": len(pairs_wanted)}, pending
+    # A webhook's answer is recorded after the receiver has it: wait for those records.
+    def states() -> dict[str, int]:
+        return dict(query(db, "SELECT state, COUNT(*) FROM webhook_outbox GROUP BY state"))
+
+    wait_until("every webhook is recorded delivered", lambda: states() == {"delivered": len(pairs_wanted)},
+               timeout, lambda: f"outbox {states()}")
     return sends, pairs
 
 
