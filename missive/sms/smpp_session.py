@@ -72,6 +72,8 @@ DeliverHandler = Callable[[list[DeliverSm]], Awaitable[list[bool]]]
 # next read; the framing refuses a command_length past MAX_PDU, so at most that and one
 # read are ever kept.
 READ_SIZE = 64 * 1024
+
+
 def backoff(failures: int, low: float, high: float) -> float:
     """Exponential from `low`, capped at `high`, jittered over the upper half of it."""
     cap = min(high, low * 2 ** min(failures, 30))
