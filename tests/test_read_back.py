@@ -98,3 +98,13 @@ def test_other_accounts_messages_are_not_found(fresh: Server) -> None:
         response = client.get(f"/v1/messages/{message_uuid}", auth=(stranger["api_key"], stranger["api_secret"]))
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("path", ["/v1/messages/a%00b", "/v1/channels/a%00b", "/v1/numbers/44%00",
+                                  "/v1/applications/a%00b", "/v1/messages/a%00b/provider-logs"])
+def test_a_path_with_nul_names_nothing(fresh: Server, path: str) -> None:
+    # PostgreSQL text cannot hold NUL: a name with one reached its query and failed (500).
+    with fresh.client() as client:
+        response = client.get(path, auth=fresh.basic)
+    assert response.status_code == 404
+    assert response.json()["title"] == "Not Found"

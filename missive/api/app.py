@@ -31,11 +31,13 @@ from missive.api import (
     workflows,
 )
 from missive.api.errors import (
+    ERRORS,
     ProblemError,
     on_client_gone,
     on_http_exception,
     on_problem,
     on_unexpected,
+    problem_response,
 )
 from missive.api.services import Services
 from missive.auth import Authenticator
@@ -83,10 +85,18 @@ EXCEPTION_HANDLERS: dict[Any, direct.Handler] = {
 }
 
 
+_NUL_PATH = ProblemError(404, f"{ERRORS}#not-found", "Not Found", "No resource has a NUL character in its path.")
+
+
 class Missive(Starlette):
     """Starlette, with the send endpoints served before its middleware (api/direct.py)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\x00" in scope["path"]:
+            # Nothing is named with a NUL (PostgreSQL text cannot hold one): not found,
+            # before a route hands the name to a query that would fail on it.
+            await problem_response(_NUL_PATH)(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = messages.SENDS.get(scope["path"])
             if endpoint is not None:
