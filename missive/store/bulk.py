@@ -194,6 +194,13 @@ async def delete_many(conn: AsyncConnection, table: Table, key: str, values: lis
 Update = tuple[Table, str, list[dict[str, Any]], tuple[str, ...]]  # table, key, rows, nulls
 
 
+def driver_error(conn: AsyncConnection, sql: str, exc: Exception) -> DBAPIError:
+    """An error of Missive's SQLite driver, called without SQLAlchemy, as SQLAlchemy
+    raises a driver's (its SQL kept, its parameters hidden)."""
+    error = conn.dialect.loaded_dbapi.Error
+    return DBAPIError.instance(sql, None, exc, error, hide_parameters=True, dialect=conn.dialect)
+
+
 async def write_at_once(
     conn: AsyncConnection, inserts: Sequence[tuple[Table, list[dict[str, Any]]]], updates: Sequence[Update] = ()
 ) -> None:
@@ -217,12 +224,10 @@ async def write_at_once(
             return
         driver = sqlite_driver.deferring(conn.sync_connection.connection.dbapi_connection)  # type: ignore[union-attr]
         if driver is not None:
-            error = conn.dialect.loaded_dbapi.Error
             try:
                 await driver.transaction(statements)
-            except error as exc:  # raised as SQLAlchemy raises a driver's error
-                sql = "; ".join(dict.fromkeys(sql for sql, _parameters, _many in statements))
-                raise DBAPIError.instance(sql, None, exc, error, hide_parameters=True, dialect=conn.dialect) from exc
+            except conn.dialect.loaded_dbapi.Error as exc:
+                raise driver_error(conn, "; ".join(dict.fromkeys(sql for sql, _p, _m in statements)), exc) from exc
             return
         async with conn.begin():
             await _sqlite_run(conn, statements)

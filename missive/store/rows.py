@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, CursorResult, Table
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from missive.store import sqlite_driver
+from missive.store.bulk import driver_error
 
 
 def as_dicts(result: CursorResult[Any]) -> list[dict[str, Any]]:
@@ -78,9 +78,8 @@ async def rows_in(
                 continue
             try:
                 found.extend((await driver.statement(sql, (*given, *chunk), False))[1])
-            except conn.dialect.loaded_dbapi.Error as exc:  # raised as SQLAlchemy raises a driver's error
-                raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
-                                          dialect=conn.dialect) from exc
+            except conn.dialect.loaded_dbapi.Error as exc:
+                raise driver_error(conn, sql, exc) from exc
     rows = [dict(zip(names, row, strict=True)) for row in found]
     for row in rows if jsons else ():
         for i in jsons:
