@@ -192,9 +192,13 @@ class Authenticator:
         return valid_until
 
     async def _account(self, api_key: str) -> Credentials | None:
+        if "\x00" in api_key:
+            return None  # no key has one (nor can PostgreSQL text): not a query that fails
         return await self._accounts.load(api_key, lambda: credentials_of(self._engine, api_key))  # type: ignore[no-any-return]
 
     async def _application(self, app_id: str) -> _App | None:
+        if "\x00" in app_id:
+            return None  # as for an api_key
         return await self._apps.load(app_id, lambda: self._read_application(app_id))  # type: ignore[no-any-return]
 
     async def _read_application(self, app_id: str) -> _App | None:

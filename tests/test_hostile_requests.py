@@ -655,6 +655,11 @@ CASES: list[Case] = [
     ),
     unauthorized("auth-basic-no-value", header("Basic")),
     unauthorized("auth-basic-invalid-utf8", header("Basic " + b64(b"\xff\xfe:\xff"))),
+    # NUL: PostgreSQL text cannot hold it; the key's lookup failed there with a 500.
+    unauthorized("auth-basic-nul-in-key", lambda s: {"Authorization": "Basic " + b64(f"dead\x00beef:{s.api_secret}")}),
+    unauthorized("auth-basic-nul-in-secret", lambda s: {"Authorization": "Basic " + b64(f"{s.api_key}:se\x00cret")}),
+    unauthorized("auth-query-nul-in-key", no_auth, params=lambda s: {"api_key": "a\x00b", "api_secret": s.api_secret}),
+    unauthorized("jwt-application_id-nul", bearer_token(signed(application_id=lambda _now: "app\x00id"))),
     unauthorized(
         "auth-unknown-scheme",
         lambda s: {"Authorization": "Digest " + b64(f"{s.api_key}:{s.api_secret}")},
